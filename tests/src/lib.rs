@@ -1,0 +1,1 @@
+//! The lab: namespace topologies, an embedded Lease API server, probes.

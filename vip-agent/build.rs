@@ -1,0 +1,16 @@
+//! Builds the XDP object with the shared `ebpf-build` and hands its path to
+//! the crate (`include_bytes!(env!("VIP_EBPF_OBJECT"))`).
+fn main() {
+    for input in ebpf_build::inputs() {
+        println!("cargo:rerun-if-changed={}", input.display());
+    }
+    println!("cargo:rerun-if-changed=build.rs");
+    let release = std::env::var("PROFILE").as_deref() == Ok("release");
+    match ebpf_build::build(release) {
+        Ok(object) => println!("cargo:rustc-env=VIP_EBPF_OBJECT={}", object.display()),
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! XDP responder: answers ARP requests and IPv6 neighbour solicitations for
+//! the VIPs in `VIPS` while their entry is active and before its deadline,
+//! drops requests for fenced VIPs, and passes everything else untouched.
+//!
+//! The decision logic lives in `vip_common::process` (shared with host tests
+//! and fuzzers); this file only provides bounds-checked packet access, the
+//! maps and the counters.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::bindings::xdp_action;
+use aya_ebpf::helpers::{bpf_ktime_get_ns, bpf_xdp_adjust_tail};
+use aya_ebpf::macros::{map, xdp};
+use aya_ebpf::maps::{HashMap, PerCpuArray};
+use aya_ebpf::programs::XdpContext;
+use aya_log_ebpf::warn;
+use vip_common::maps::{COUNTERS_LEN, Counter, MAX_VIPS};
+use vip_common::{Outcome, Packet, PassReason, Proto, VipEntry, VipKey, VipTable, process};
+
+#[map(name = "VIPS")]
+static VIPS: HashMap<VipKey, VipEntry> = HashMap::with_max_entries(MAX_VIPS, 0);
+
+#[map(name = "COUNTERS")]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTERS_LEN, 0);
+
+#[xdp]
+pub fn vip_xdp(ctx: XdpContext) -> u32 {
+    try_vip_xdp(ctx)
+}
+
+/// Never returns XDP_ABORTED: every failure path passes the frame on.
+#[inline(always)]
+fn try_vip_xdp(ctx: XdpContext) -> u32 {
+    let mut pkt = Xdp { ctx };
+    // SAFETY: bpf_ktime_get_ns has no preconditions; it reads CLOCK_MONOTONIC.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let outcome = process(&mut pkt, &Vips, now);
+    match outcome {
+        Outcome::Answered(p) => {
+            count(seen(p));
+            count(match p {
+                Proto::Arp => Counter::ArpAnswered as u32,
+                Proto::Ns => Counter::NsAnswered as u32,
+            });
+            xdp_action::XDP_TX
+        }
+        Outcome::Fenced(p) => {
+            count(seen(p));
+            count(match p {
+                Proto::Arp => Counter::ArpFenced as u32,
+                Proto::Ns => Counter::NsFenced as u32,
+            });
+            xdp_action::XDP_DROP
+        }
+        Outcome::Passed { reason, request } => {
+            if let Some(p) = request {
+                count(seen(p));
+            }
+            if reason == PassReason::NoRoom {
+                warn!(&pkt.ctx, "vip-ebpf: could not grow a frame to answer an NS");
+            }
+            count(reason.counter_index());
+            xdp_action::XDP_PASS
+        }
+    }
+}
+
+#[inline(always)]
+fn seen(p: Proto) -> u32 {
+    match p {
+        Proto::Arp => Counter::ArpRequests as u32,
+        Proto::Ns => Counter::NsRequests as u32,
+    }
+}
+
+#[inline(always)]
+fn count(index: u32) {
+    if let Some(c) = COUNTERS.get_ptr_mut(index) {
+        // SAFETY: the pointer comes from a per-CPU array lookup, so it is
+        // valid and only this CPU touches it while the program runs.
+        unsafe { *c += 1 };
+    }
+}
+
+struct Vips;
+
+impl VipTable for Vips {
+    #[inline(always)]
+    fn lookup(&self, key: &VipKey) -> Option<VipEntry> {
+        // SAFETY: the value is copied out at once; a concurrent update by the
+        // agent replaces the whole element.
+        unsafe { VIPS.get(key) }.copied()
+    }
+}
+
+struct Xdp {
+    ctx: XdpContext,
+}
+
+impl Xdp {
+    /// The one bounds check: a pointer to `size_of::<T>()` bytes at `offset`,
+    /// or `None` if they are not all inside the frame.
+    #[inline(always)]
+    fn ptr_at<T>(&self, offset: usize) -> Option<*mut T> {
+        let start = self.ctx.data();
+        let end = self.ctx.data_end();
+        if start + offset + core::mem::size_of::<T>() > end {
+            return None;
+        }
+        Some((start + offset) as *mut T)
+    }
+}
+
+impl Packet for Xdp {
+    #[inline(always)]
+    fn load<T: Copy>(&self, offset: usize) -> Option<T> {
+        let p = self.ptr_at::<T>(offset)?;
+        // SAFETY: ptr_at checked that the bytes lie inside the frame; T is a
+        // byte struct (alignment 1 in practice, read unaligned regardless).
+        Some(unsafe { core::ptr::read_unaligned(p) })
+    }
+
+    #[inline(always)]
+    fn store<T: Copy>(&mut self, offset: usize, value: &T) -> bool {
+        match self.ptr_at::<T>(offset) {
+            Some(p) => {
+                // SAFETY: as in `load`; the frame is writable in XDP.
+                unsafe { core::ptr::write_unaligned(p, *value) };
+                true
+            }
+            None => false,
+        }
+    }
+
+    #[inline(always)]
+    fn grow_tail(&mut self, delta: usize) -> bool {
+        // SAFETY: the helper only needs the xdp_md pointer the kernel gave us;
+        // data/data_end are re-read from it on every later access.
+        unsafe { bpf_xdp_adjust_tail(self.ctx.ctx, delta as i32) == 0 }
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
