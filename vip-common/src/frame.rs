@@ -111,3 +111,59 @@ pub mod craft {
         f
     }
 }
+
+/// Announcements sent by the agent when it takes the VIP over.
+pub mod announce {
+    use std::vec::Vec;
+
+    use crate::checksum::nd_checksum;
+    use crate::headers::*;
+
+    /// A gratuitous ARP request (sender IP == target IP == `ip`), broadcast.
+    pub fn gratuitous_arp(mac: [u8; 6], ip: [u8; 4]) -> Vec<u8> {
+        let mut f = Vec::with_capacity(60);
+        f.extend_from_slice(&BROADCAST_MAC);
+        f.extend_from_slice(&mac);
+        f.extend_from_slice(&ETH_P_ARP.to_be_bytes());
+        f.extend_from_slice(&ARP_HTYPE_ETHER.to_be_bytes());
+        f.extend_from_slice(&ARP_PTYPE_IPV4.to_be_bytes());
+        f.extend_from_slice(&[6, 4]);
+        f.extend_from_slice(&ARP_OP_REQUEST.to_be_bytes());
+        f.extend_from_slice(&mac);
+        f.extend_from_slice(&ip);
+        f.extend_from_slice(&[0; 6]);
+        f.extend_from_slice(&ip);
+        f.resize(60, 0);
+        f
+    }
+
+    /// An unsolicited neighbour advertisement for `ip` to all-nodes
+    /// (Override set, Solicited clear, target link-layer address option).
+    pub fn unsolicited_na(mac: [u8; 6], ip: [u8; 16]) -> Vec<u8> {
+        let mut na = NdMsg {
+            icmp_type: ICMPV6_NA,
+            code: 0,
+            checksum: [0; 2],
+            flags: [NA_FLAG_OVERRIDE, 0, 0, 0],
+            target: ip,
+        };
+        let opt = NdOpt { opt_type: ND_OPT_TLLA, len: 1, data: mac };
+        na.checksum = nd_checksum(&ip, &ALL_NODES_V6, &na, Some(&opt));
+        let mut f = Vec::with_capacity(86);
+        f.extend_from_slice(&ALL_NODES_MAC);
+        f.extend_from_slice(&mac);
+        f.extend_from_slice(&ETH_P_IPV6.to_be_bytes());
+        f.extend_from_slice(&[0x60, 0, 0, 0]);
+        f.extend_from_slice(&32u16.to_be_bytes());
+        f.extend_from_slice(&[IPPROTO_ICMPV6, 255]);
+        f.extend_from_slice(&ip);
+        f.extend_from_slice(&ALL_NODES_V6);
+        f.extend_from_slice(&[na.icmp_type, na.code]);
+        f.extend_from_slice(&na.checksum);
+        f.extend_from_slice(&na.flags);
+        f.extend_from_slice(&na.target);
+        f.extend_from_slice(&[opt.opt_type, opt.len]);
+        f.extend_from_slice(&opt.data);
+        f
+    }
+}

@@ -6,7 +6,7 @@
 //! `from_be_bytes`/`to_be_bytes`, so byte order is visible at every field.
 #![no_std]
 
-#[cfg(any(test, feature = "user"))]
+#[cfg(any(test, feature = "host"))]
 extern crate std;
 
 pub mod checksum;
@@ -14,7 +14,7 @@ pub mod headers;
 pub mod maps;
 pub mod process;
 
-#[cfg(any(test, feature = "user"))]
+#[cfg(any(test, feature = "host"))]
 pub mod frame;
 
 pub use maps::{Counter, PassReason, VipEntry, VipKey};
