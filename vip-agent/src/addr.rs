@@ -1,0 +1,100 @@
+//! VIP addresses on the interface, through rtnetlink.
+//!
+//! Added as /32 or /128 with a preferred lifetime of 0 (deprecated, so the
+//! kernel never picks the VIP as a source address) and, for IPv6, `nodad`
+//! (usable at once, no DAD delay).
+
+use std::net::IpAddr;
+
+use futures::TryStreamExt;
+use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressMessage, CacheInfo};
+use tracing::{debug, info};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AddrError {
+    #[error("opening rtnetlink: {0}")]
+    Connect(std::io::Error),
+    #[error("{op} {ip} on ifindex {ifindex}: {source}")]
+    Netlink { op: &'static str, ip: IpAddr, ifindex: u32, source: rtnetlink::Error },
+    #[error("listing addresses on ifindex {ifindex}: {source}")]
+    List { ifindex: u32, source: rtnetlink::Error },
+}
+
+pub struct Addresses {
+    handle: rtnetlink::Handle,
+    ifindex: u32,
+    _conn: tokio::task::JoinHandle<()>,
+}
+
+const INFINITY: u32 = u32::MAX;
+
+fn prefix_len(ip: IpAddr) -> u8 {
+    if ip.is_ipv4() { 32 } else { 128 }
+}
+
+fn errno(e: &rtnetlink::Error) -> Option<i32> {
+    match e {
+        rtnetlink::Error::NetlinkError(msg) => msg.code.map(|c| -c.get()),
+        _ => None,
+    }
+}
+
+impl Addresses {
+    pub fn new(ifindex: u32) -> Result<Self, AddrError> {
+        let (conn, handle, _) = rtnetlink::new_connection().map_err(AddrError::Connect)?;
+        Ok(Self { handle, ifindex, _conn: tokio::spawn(conn) })
+    }
+
+    /// Adds `ip` (idempotent: an existing address is replaced with our flags).
+    pub async fn add(&self, ip: IpAddr) -> Result<(), AddrError> {
+        let mut req = self.handle.address().add(self.ifindex, ip, prefix_len(ip)).replace();
+        let msg = req.message_mut();
+        let mut cache = CacheInfo::default();
+        cache.ifa_preferred = 0;
+        cache.ifa_valid = INFINITY;
+        msg.attributes.push(AddressAttribute::CacheInfo(cache));
+        if ip.is_ipv6() {
+            msg.attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
+        }
+        req.execute().await.map_err(|source| AddrError::Netlink { op: "adding", ip, ifindex: self.ifindex, source })?;
+        info!(%ip, ifindex = self.ifindex, "VIP address added");
+        Ok(())
+    }
+
+    /// Removes `ip` if present. Returns whether it was there.
+    pub async fn remove(&self, ip: IpAddr) -> Result<bool, AddrError> {
+        let Some(msg) = self.find(ip).await? else {
+            return Ok(false);
+        };
+        match self.handle.address().del(msg).execute().await {
+            Ok(()) => {
+                info!(%ip, ifindex = self.ifindex, "VIP address removed");
+                Ok(true)
+            }
+            // Gone in between: fine.
+            Err(e) if errno(&e) == Some(libc::EADDRNOTAVAIL) || errno(&e) == Some(libc::ENOENT) => Ok(false),
+            Err(source) => Err(AddrError::Netlink { op: "removing", ip, ifindex: self.ifindex, source }),
+        }
+    }
+
+    /// Whether `ip` is configured on the interface (any prefix length).
+    pub async fn has(&self, ip: IpAddr) -> Result<bool, AddrError> {
+        Ok(self.find(ip).await?.is_some())
+    }
+
+    async fn find(&self, ip: IpAddr) -> Result<Option<AddressMessage>, AddrError> {
+        let mut stream = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(self.ifindex)
+            .set_address_filter(ip)
+            .execute();
+        let found = stream
+            .try_next()
+            .await
+            .map_err(|source| AddrError::List { ifindex: self.ifindex, source })?;
+        debug!(%ip, present = found.is_some(), "address lookup");
+        Ok(found)
+    }
+}

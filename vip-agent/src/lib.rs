@@ -1,0 +1,12 @@
+//! vip-agent: a control-plane VIP for bare-metal Kubernetes. The XDP program
+//! answers ARP/NS for the VIP only while this node holds the Lease and only
+//! until the deadline its last successful renew allows.
+
+pub mod addr;
+pub mod agent;
+pub mod announce;
+pub mod clock;
+pub mod config;
+pub mod dataplane;
+pub mod node;
+pub mod election;
