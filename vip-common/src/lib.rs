@@ -18,4 +18,4 @@ pub mod process;
 pub mod frame;
 
 pub use maps::{Counter, PassReason, VipEntry, VipKey};
-pub use process::{Outcome, Packet, Proto, VipTable, process};
+pub use process::{Clock, Outcome, Packet, Proto, VipTable, process};

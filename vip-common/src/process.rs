@@ -47,10 +47,23 @@ const fn pass(reason: PassReason, request: Option<Proto>) -> Outcome {
     Outcome::Passed { reason, request }
 }
 
-/// Decides what to do with one frame at kernel monotonic time `now_ns`, and
+/// The kernel monotonic clock, read only when a VIP entry is found (so
+/// frames that are not for a VIP never pay for it).
+pub trait Clock {
+    fn now_ns(&self) -> u64;
+}
+
+impl Clock for u64 {
+    #[inline(always)]
+    fn now_ns(&self) -> u64 {
+        *self
+    }
+}
+
+/// Decides what to do with one frame at kernel monotonic time `now`, and
 /// rewrites it into the answer when the outcome is `Answered`.
 #[inline(always)]
-pub fn process<P: Packet, T: VipTable>(pkt: &mut P, vips: &T, now_ns: u64) -> Outcome {
+pub fn process<P: Packet, T: VipTable, C: Clock>(pkt: &mut P, vips: &T, now: &C) -> Outcome {
     let Some(eth) = pkt.load::<EthHdr>(0) else {
         return pass(PassReason::Truncated, None);
     };
@@ -64,14 +77,14 @@ pub fn process<P: Packet, T: VipTable>(pkt: &mut P, vips: &T, now_ns: u64) -> Ou
         l3 = ETH_LEN + VLAN_LEN;
     }
     match ethertype {
-        ETH_P_ARP => arp(pkt, &eth, l3, vips, now_ns),
-        ETH_P_IPV6 => neighbour_solicitation(pkt, &eth, l3, vips, now_ns),
+        ETH_P_ARP => arp(pkt, &eth, l3, vips, now),
+        ETH_P_IPV6 => neighbour_solicitation(pkt, &eth, l3, vips, now),
         _ => pass(PassReason::OtherProtocol, None),
     }
 }
 
 #[inline(always)]
-fn arp<P: Packet, T: VipTable>(pkt: &mut P, eth: &EthHdr, l3: usize, vips: &T, now_ns: u64) -> Outcome {
+fn arp<P: Packet, T: VipTable, C: Clock>(pkt: &mut P, eth: &EthHdr, l3: usize, vips: &T, now: &C) -> Outcome {
     let Some(a) = pkt.load::<ArpHdr>(l3) else {
         return pass(PassReason::Truncated, None);
     };
@@ -94,7 +107,7 @@ fn arp<P: Packet, T: VipTable>(pkt: &mut P, eth: &EthHdr, l3: usize, vips: &T, n
     if vips.lookup(&VipKey::v4(a.spa)).is_some() {
         return pass(PassReason::SenderIsVip, req);
     }
-    if !entry.answers_at(now_ns) {
+    if !entry.answers_at(now.now_ns()) {
         return Outcome::Fenced(Proto::Arp);
     }
     let reply_eth = EthHdr { dst: a.sha, src: entry.mac, ethertype: eth.ethertype };
@@ -116,20 +129,20 @@ fn arp<P: Packet, T: VipTable>(pkt: &mut P, eth: &EthHdr, l3: usize, vips: &T, n
 /// A request this program cannot parse fully: dropped if its target is a
 /// fenced VIP (so the kernel cannot answer), passed otherwise.
 #[inline(always)]
-fn unsupported<T: VipTable>(vips: &T, target: &[u8; 16], now_ns: u64) -> Outcome {
+fn unsupported<T: VipTable, C: Clock>(vips: &T, target: &[u8; 16], now: &C) -> Outcome {
     match vips.lookup(&VipKey::v6(*target)) {
-        Some(e) if !e.answers_at(now_ns) => Outcome::Fenced(Proto::Ns),
+        Some(e) if !e.answers_at(now.now_ns()) => Outcome::Fenced(Proto::Ns),
         _ => pass(PassReason::Unsupported, Some(Proto::Ns)),
     }
 }
 
 #[inline(always)]
-fn neighbour_solicitation<P: Packet, T: VipTable>(
+fn neighbour_solicitation<P: Packet, T: VipTable, C: Clock>(
     pkt: &mut P,
     eth: &EthHdr,
     l3: usize,
     vips: &T,
-    now_ns: u64,
+    now: &C,
 ) -> Outcome {
     let Some(ip) = pkt.load::<Ipv6Hdr>(l3) else {
         return pass(PassReason::Truncated, None);
@@ -168,7 +181,7 @@ fn neighbour_solicitation<P: Packet, T: VipTable>(
             Some(o) => Some(o),
             None => return pass(PassReason::Truncated, req),
         },
-        len if len > ND_LEN + ND_OPT_LEN && len % 8 == 0 => return unsupported(vips, &msg.target, now_ns),
+        len if len > ND_LEN + ND_OPT_LEN && len % 8 == 0 => return unsupported(vips, &msg.target, now),
         _ => return pass(PassReason::Malformed, req),
     };
     if !nd_checksum_ok(&ip.src, &ip.dst, &msg, opt.as_ref()) {
@@ -186,7 +199,7 @@ fn neighbour_solicitation<P: Packet, T: VipTable>(
         let known = o.len == 1
             && ((o.opt_type == ND_OPT_SLLA && !dad) || (o.opt_type == ND_OPT_NONCE && dad));
         if !known {
-            return unsupported(vips, &msg.target, now_ns);
+            return unsupported(vips, &msg.target, now);
         }
     }
     if ip.src == msg.target {
@@ -198,7 +211,7 @@ fn neighbour_solicitation<P: Packet, T: VipTable>(
     if !dad && vips.lookup(&VipKey::v6(ip.src)).is_some() {
         return pass(PassReason::SenderIsVip, req);
     }
-    if !entry.answers_at(now_ns) {
+    if !entry.answers_at(now.now_ns()) {
         return Outcome::Fenced(Proto::Ns);
     }
 

@@ -39,7 +39,7 @@ fn active() -> Table {
 
 fn run(bytes: Vec<u8>, t: &Table) -> (Outcome, Vec<u8>) {
     let mut f = Frame::new(bytes);
-    let o = process(&mut f, t, NOW);
+    let o = process(&mut f, t, &NOW);
     (o, f.bytes)
 }
 

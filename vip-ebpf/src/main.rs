@@ -15,7 +15,7 @@ use aya_ebpf::maps::{HashMap, PerCpuArray};
 use aya_ebpf::programs::XdpContext;
 use aya_log_ebpf::warn;
 use vip_common::maps::{COUNTERS_LEN, Counter, MAX_VIPS};
-use vip_common::{Outcome, Packet, PassReason, Proto, VipEntry, VipKey, VipTable, process};
+use vip_common::{Clock, Outcome, Packet, PassReason, Proto, VipEntry, VipKey, VipTable, process};
 
 #[map(name = "VIPS")]
 static VIPS: HashMap<VipKey, VipEntry> = HashMap::with_max_entries(MAX_VIPS, 0);
@@ -32,9 +32,7 @@ pub fn vip_xdp(ctx: XdpContext) -> u32 {
 #[inline(always)]
 fn try_vip_xdp(ctx: XdpContext) -> u32 {
     let mut pkt = Xdp { ctx };
-    // SAFETY: bpf_ktime_get_ns has no preconditions; it reads CLOCK_MONOTONIC.
-    let now = unsafe { bpf_ktime_get_ns() };
-    let outcome = process(&mut pkt, &Vips, now);
+    let outcome = process(&mut pkt, &Vips, &KernelClock);
     match outcome {
         Outcome::Answered(p) => {
             count(seen(p));
@@ -79,6 +77,16 @@ fn count(index: u32) {
         // SAFETY: the pointer comes from a per-CPU array lookup, so it is
         // valid and only this CPU touches it while the program runs.
         unsafe { *c += 1 };
+    }
+}
+
+struct KernelClock;
+
+impl Clock for KernelClock {
+    #[inline(always)]
+    fn now_ns(&self) -> u64 {
+        // SAFETY: bpf_ktime_get_ns has no preconditions; it reads CLOCK_MONOTONIC.
+        unsafe { bpf_ktime_get_ns() }
     }
 }
 
