@@ -90,7 +90,9 @@ fn holder(l: &Lease) -> Option<&str> {
 }
 
 async fn bounded<F: std::future::Future>(f: F) -> F::Output {
-    tokio::time::timeout(LIMIT, f).await.expect("test finished within its time limit")
+    tokio::time::timeout(LIMIT, f)
+        .await
+        .expect("test finished within its time limit")
 }
 
 #[tokio::test]
@@ -197,22 +199,37 @@ async fn watch_sees_every_change_and_bookmarks() {
     bounded(async {
         let h = start().await;
         let api = leases(&h, Some("watcher")).await;
-        api.create(&PostParams::default(), &new_lease("existing", "a")).await.unwrap();
+        api.create(&PostParams::default(), &new_lease("existing", "a"))
+            .await
+            .unwrap();
 
-        let wp = WatchParams::default().fields("metadata.name=vip").timeout(20);
+        let wp = WatchParams::default()
+            .fields("metadata.name=vip")
+            .timeout(20);
         let mut events = api.watch(&wp, "0").await.unwrap().boxed();
 
-        let created = api.create(&PostParams::default(), &new_lease("vip", "a")).await.unwrap();
+        let created = api
+            .create(&PostParams::default(), &new_lease("vip", "a"))
+            .await
+            .unwrap();
         let mut ev = next(&mut events).await;
         while matches!(ev, WatchEvent::Bookmark(_)) {
             ev = next(&mut events).await;
         }
-        let WatchEvent::Added(l) = ev else { panic!("expected ADDED, got {ev:?}") };
-        assert_eq!(l.metadata.resource_version, created.metadata.resource_version);
+        let WatchEvent::Added(l) = ev else {
+            panic!("expected ADDED, got {ev:?}")
+        };
+        assert_eq!(
+            l.metadata.resource_version,
+            created.metadata.resource_version
+        );
 
         let mut upd = created.clone();
         upd.spec.as_mut().unwrap().holder_identity = Some("b".into());
-        let replaced = api.replace("vip", &PostParams::default(), &upd).await.unwrap();
+        let replaced = api
+            .replace("vip", &PostParams::default(), &upd)
+            .await
+            .unwrap();
         api.delete("vip", &DeleteParams::default()).await.unwrap();
 
         let (mut modified, mut deleted, mut bookmarks) = (None, None, 0);
@@ -229,7 +246,10 @@ async fn watch_sees_every_change_and_bookmarks() {
         }
         let modified = modified.expect("MODIFIED seen before DELETED");
         assert_eq!(holder(&modified), Some("b"));
-        assert_eq!(modified.metadata.resource_version, replaced.metadata.resource_version);
+        assert_eq!(
+            modified.metadata.resource_version,
+            replaced.metadata.resource_version
+        );
         let deleted = deleted.unwrap();
         let del_rv: u64 = deleted.metadata.resource_version.unwrap().parse().unwrap();
         assert_eq!(del_rv, h.resource_version());
@@ -237,7 +257,12 @@ async fn watch_sees_every_change_and_bookmarks() {
         // A watch from a resourceVersion replays what happened after it.
         let rv: u64 = created.metadata.resource_version.unwrap().parse().unwrap();
         let replay: Vec<_> = api
-            .watch(&WatchParams::default().fields("metadata.name=vip").timeout(1), &rv.to_string())
+            .watch(
+                &WatchParams::default()
+                    .fields("metadata.name=vip")
+                    .timeout(1),
+                &rv.to_string(),
+            )
             .await
             .unwrap()
             .try_collect()
@@ -261,7 +286,10 @@ async fn stale_resource_version_gets_410_gone() {
     bounded(async {
         let h = start().await;
         let api = leases(&h, None).await;
-        let l = api.create(&PostParams::default(), &new_lease("vip", "a")).await.unwrap();
+        let l = api
+            .create(&PostParams::default(), &new_lease("vip", "a"))
+            .await
+            .unwrap();
         let old_rv = l.metadata.resource_version.clone().unwrap();
         h.upsert_lease(Lease {
             metadata: ObjectMeta {
@@ -271,15 +299,26 @@ async fn stale_resource_version_gets_410_gone() {
             ..new_lease("vip", "b")
         });
         h.compact();
-        let mut events = api.watch(&WatchParams::default(), &old_rv).await.unwrap().boxed();
+        let mut events = api
+            .watch(&WatchParams::default(), &old_rv)
+            .await
+            .unwrap()
+            .boxed();
         match events.try_next().await.unwrap() {
             Some(WatchEvent::Error(s)) => {
                 assert_eq!((s.code, s.reason.as_str()), (410, "Expired"));
-                assert!(s.message.starts_with("too old resource version"), "{}", s.message);
+                assert!(
+                    s.message.starts_with("too old resource version"),
+                    "{}",
+                    s.message
+                );
             }
             other => panic!("expected a 410 ERROR event, got {other:?}"),
         }
-        assert!(events.try_next().await.unwrap().is_none(), "the watch ends after the error");
+        assert!(
+            events.try_next().await.unwrap().is_none(),
+            "the watch ends after the error"
+        );
         h.shutdown().await;
     })
     .await;
@@ -303,7 +342,8 @@ async fn tls_requires_a_client_certificate() {
         let name = rustls::pki_types::ServerName::IpAddress(h.addr().ip().into());
         let outcome = async {
             let mut tls = connector.connect(name, tcp).await?;
-            tls.write_all(b"GET /version HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await?;
+            tls.write_all(b"GET /version HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .await?;
             let mut buf = Vec::new();
             tls.read_to_end(&mut buf).await?;
             Ok::<_, std::io::Error>(buf)
@@ -311,7 +351,11 @@ async fn tls_requires_a_client_certificate() {
         .await;
         match outcome {
             Err(_) => {}
-            Ok(buf) => assert!(buf.is_empty(), "answered without a client cert: {}", String::from_utf8_lossy(&buf)),
+            Ok(buf) => assert!(
+                buf.is_empty(),
+                "answered without a client cert: {}",
+                String::from_utf8_lossy(&buf)
+            ),
         }
         // The kubeconfig's user does get in.
         let v = client(&h, None).await.apiserver_version().await.unwrap();
@@ -327,10 +371,13 @@ async fn injected_latency_and_server_errors() {
         let h = start().await;
         let api = leases(&h, Some("slow")).await;
         let fast = leases(&h, Some("fast")).await;
-        api.create(&PostParams::default(), &new_lease("vip", "a")).await.unwrap();
+        api.create(&PostParams::default(), &new_lease("vip", "a"))
+            .await
+            .unwrap();
 
         h.update_faults(|f| {
-            f.latency_by_identity.insert("slow".into(), Duration::from_millis(150));
+            f.latency_by_identity
+                .insert("slow".into(), Duration::from_millis(150));
         });
         let t = Instant::now();
         api.get("vip").await.unwrap();
@@ -368,7 +415,10 @@ async fn injected_latency_and_server_errors() {
         }
         fast.get("vip").await.unwrap();
         h.heal();
-        retrying.await.unwrap().expect("the retried GET succeeds once the server recovers");
+        retrying
+            .await
+            .unwrap()
+            .expect("the retried GET succeeds once the server recovers");
         let gets = h.counters_for("slow").get;
         println!("503 fault: kube-rs sent {gets} GETs for one api.get()");
         assert!(gets >= 4, "{:?}", h.counters());
@@ -449,7 +499,10 @@ async fn dropped_answer_after_commit() {
     bounded(async {
         let h = start().await;
         let mut cfg_client = leases(&h, Some("node-a")).await;
-        let l = cfg_client.create(&PostParams::default(), &new_lease("vip", "node-a")).await.unwrap();
+        let l = cfg_client
+            .create(&PostParams::default(), &new_lease("vip", "node-a"))
+            .await
+            .unwrap();
         h.set_faults(Faults {
             drop_probability: 1.0,
             drop_after_commit: true,
@@ -457,14 +510,26 @@ async fn dropped_answer_after_commit() {
         });
         let mut renew = l.clone();
         renew.spec.as_mut().unwrap().holder_identity = Some("changed".into());
-        let r = cfg_client.replace("vip", &PostParams::default(), &renew).await;
+        let r = cfg_client
+            .replace("vip", &PostParams::default(), &renew)
+            .await;
         assert!(r.is_err(), "the answer must be lost: {r:?}");
-        assert_eq!(holder(&h.lease(NS, "vip").unwrap()), Some("changed"), "but the write committed");
+        assert_eq!(
+            holder(&h.lease(NS, "vip").unwrap()),
+            Some("changed"),
+            "but the write committed"
+        );
         h.heal();
         cfg_client = leases(&h, Some("node-a")).await;
-        assert_eq!(holder(&cfg_client.get("vip").await.unwrap()), Some("changed"));
+        assert_eq!(
+            holder(&cfg_client.get("vip").await.unwrap()),
+            Some("changed")
+        );
         let log = h.requests();
-        assert!(log.iter().any(|r| r.status == 0 && r.method == "PUT"), "{log:?}");
+        assert!(
+            log.iter().any(|r| r.status == 0 && r.method == "PUT"),
+            "{log:?}"
+        );
         h.shutdown().await;
     })
     .await;
@@ -475,13 +540,27 @@ async fn restart_ends_watches_and_keeps_state() {
     bounded(async {
         let h = start().await;
         let api = leases(&h, None).await;
-        api.create(&PostParams::default(), &new_lease("vip", "a")).await.unwrap();
+        api.create(&PostParams::default(), &new_lease("vip", "a"))
+            .await
+            .unwrap();
         let rv_before = h.resource_version();
-        let mut events = api.watch(&WatchParams::default().timeout(60), "0").await.unwrap().boxed();
-        assert!(matches!(events.try_next().await.unwrap(), Some(WatchEvent::Added(_))));
+        let mut events = api
+            .watch(&WatchParams::default().timeout(60), "0")
+            .await
+            .unwrap()
+            .boxed();
+        assert!(matches!(
+            events.try_next().await.unwrap(),
+            Some(WatchEvent::Added(_))
+        ));
         h.restart().await;
-        let end = tokio::time::timeout(Duration::from_secs(5), events.next()).await.expect("watch ended");
-        assert!(!matches!(end, Some(Ok(_))), "no event after a restart: {end:?}");
+        let end = tokio::time::timeout(Duration::from_secs(5), events.next())
+            .await
+            .expect("watch ended");
+        assert!(
+            !matches!(end, Some(Ok(_))),
+            "no event after a restart: {end:?}"
+        );
         assert_eq!(h.resource_version(), rv_before);
         assert_eq!(holder(&api.get("vip").await.unwrap()), Some("a"));
         h.shutdown().await;
@@ -495,10 +574,18 @@ async fn watch_latency_is_well_under_10ms() {
     bounded(async {
         let h = start().await;
         let api = leases(&h, None).await;
-        let base = api.create(&PostParams::default(), &new_lease("vip", "a")).await.unwrap();
+        let base = api
+            .create(&PostParams::default(), &new_lease("vip", "a"))
+            .await
+            .unwrap();
         let rv = base.metadata.resource_version.clone().unwrap();
         let mut events = api
-            .watch(&WatchParams::default().fields("metadata.name=vip").timeout(60), &rv)
+            .watch(
+                &WatchParams::default()
+                    .fields("metadata.name=vip")
+                    .timeout(60),
+                &rv,
+            )
             .await
             .unwrap()
             .boxed();
@@ -510,7 +597,9 @@ async fn watch_latency_is_well_under_10ms() {
             let t = Instant::now();
             h.upsert_lease(l);
             match events.try_next().await.unwrap() {
-                Some(WatchEvent::Modified(got)) => assert_eq!(holder(&got), Some(format!("h{i}").as_str())),
+                Some(WatchEvent::Modified(got)) => {
+                    assert_eq!(holder(&got), Some(format!("h{i}").as_str()))
+                }
                 other => panic!("unexpected {other:?}"),
             }
             samples.push(t.elapsed());
@@ -519,14 +608,22 @@ async fn watch_latency_is_well_under_10ms() {
         let p50 = samples[samples.len() / 2];
         let p99 = samples[samples.len() * 99 / 100];
         let max = samples[samples.len() - 1];
-        println!("watch event latency over {} events: p50 {p50:?} p99 {p99:?} max {max:?}", samples.len());
+        println!(
+            "watch event latency over {} events: p50 {p50:?} p99 {p99:?} max {max:?}",
+            samples.len()
+        );
         assert!(p50 < Duration::from_millis(5), "p50 {p50:?}");
         h.shutdown().await;
     })
     .await;
 }
 
-async fn http_plain(addr: std::net::SocketAddr, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+async fn http_plain(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> (u16, serde_json::Value) {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     let req = format!(
         "{method} {path} HTTP/1.1\r\nHost: lab\r\nConnection: close\r\nContent-Type: application/json\r\n\
@@ -539,7 +636,10 @@ async fn http_plain(addr: std::net::SocketAddr, method: &str, path: &str, body: 
     let text = String::from_utf8(buf).unwrap();
     let code = text[9..12].parse().unwrap();
     let (_, body) = text.split_once("\r\n\r\n").unwrap();
-    (code, serde_json::from_str(body).unwrap_or(serde_json::Value::Null))
+    (
+        code,
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    )
 }
 
 #[tokio::test]
@@ -552,9 +652,17 @@ async fn control_endpoint_sets_faults_and_reads_counters() {
         .await;
         let ctl = h.control_addr().unwrap();
         let api = leases(&h, Some("node-a")).await;
-        api.create(&PostParams::default(), &new_lease("vip", "a")).await.unwrap();
+        api.create(&PostParams::default(), &new_lease("vip", "a"))
+            .await
+            .unwrap();
 
-        let (code, _) = http_plain(ctl, "PUT", "/_lab/faults", r#"{"error_probability":1,"error_code":500}"#).await;
+        let (code, _) = http_plain(
+            ctl,
+            "PUT",
+            "/_lab/faults",
+            r#"{"error_probability":1,"error_code":500}"#,
+        )
+        .await;
         assert_eq!(code, 200);
         assert_eq!(h.faults().error_code, 500);
         assert_eq!(api_status(api.get("vip").await).code, 500);
@@ -568,8 +676,13 @@ async fn control_endpoint_sets_faults_and_reads_counters() {
         assert_eq!(counters["node-a"]["get"], 2);
         let (_, leases) = http_plain(ctl, "GET", "/_lab/leases", "").await;
         assert_eq!(leases[0]["metadata"]["name"], "vip");
-        let (code, _) =
-            http_plain(ctl, "POST", "/_lab/partition", r#"{"target":{"identity":"node-a"},"mode":"refuse"}"#).await;
+        let (code, _) = http_plain(
+            ctl,
+            "POST",
+            "/_lab/partition",
+            r#"{"target":{"identity":"node-a"},"mode":"refuse"}"#,
+        )
+        .await;
         assert_eq!(code, 200);
         assert_eq!(h.faults().partitions.len(), 1);
         h.shutdown().await;
@@ -628,7 +741,7 @@ async fn invalid_requests_are_rejected_with_status_bodies() {
             let what = format!("{} {}", req.method(), req.uri());
             let resp = send(req).await;
             assert_eq!(resp.status().as_u16(), code, "{what}");
-            let body = axum_free_body(resp).await;
+            let body = response_json(resp).await;
             assert_eq!(body["kind"], "Status", "{what}");
             assert_eq!(body["status"], "Failure", "{what}");
             assert_eq!(body["reason"], reason, "{what}");
@@ -652,7 +765,7 @@ async fn invalid_requests_are_rejected_with_status_bodies() {
     .await;
 }
 
-async fn axum_free_body(resp: http::Response<kube::client::Body>) -> serde_json::Value {
+async fn response_json(resp: http::Response<kube::client::Body>) -> serde_json::Value {
     use http_body_util::BodyExt as _;
     let bytes = resp.into_body().collect().await.unwrap().to_bytes();
     serde_json::from_slice(&bytes).unwrap()
@@ -672,12 +785,19 @@ async fn binary_runs_writes_kubeconfig_and_stops_on_sigterm() {
             .unwrap();
         let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
         let ready = lines.next_line().await.unwrap().expect("a ready line");
-        assert!(ready.contains("ready") && ready.contains(&kubeconfig.display().to_string()), "{ready}");
+        assert!(
+            ready.contains("ready") && ready.contains(&kubeconfig.display().to_string()),
+            "{ready}"
+        );
 
         let kc = Kubeconfig::read_from(&kubeconfig).unwrap();
-        let cfg = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.unwrap();
+        let cfg = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+            .await
+            .unwrap();
         let api: Api<Lease> = Api::default_namespaced(Client::try_from(cfg).unwrap());
-        api.create(&PostParams::default(), &new_lease("vip", "a")).await.unwrap();
+        api.create(&PostParams::default(), &new_lease("vip", "a"))
+            .await
+            .unwrap();
         assert_eq!(holder(&api.get("vip").await.unwrap()), Some("a"));
 
         let pid = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);

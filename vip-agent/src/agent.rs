@@ -1,6 +1,7 @@
 //! `vip-agent run`: wires the data plane, the node's hold on the VIP, the
 //! announcer and (unless `--no-election`) the leader election.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -12,11 +13,18 @@ use crate::addr::Addresses;
 use crate::announce::{AnnounceConfig, Announcer};
 use crate::clock::MonoTime;
 use crate::config::RunArgs;
-use crate::dataplane::{self, Dataplane, DataplaneConfig};
+use crate::dataplane::{self, Counters, Dataplane, DataplaneConfig};
+use crate::election::health::{KubeProbe, run_checker};
+use crate::election::kube_store::KubeLeaseStore;
+use crate::election::{self, Role, Status};
+use crate::metrics::{self, Metrics};
 use crate::node::Node;
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     args.validate()?;
+    let identity = args.identity()?;
+    // Bind the metrics port before touching the system: a port clash fails fast.
+    let metrics_listener = metrics::bind(&args.metrics_addr).await?;
     let pin_dir = args.pin_dir.clone().unwrap_or_else(|| dataplane::default_pin_dir(&args.interface));
     let dp_cfg = DataplaneConfig {
         ifname: args.interface.clone(),
@@ -30,6 +38,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     let ifindex = dataplane.ifindex();
     let mac = dataplane.mac();
+    let xdp_mode = dataplane.mode().as_str();
     let addresses = Addresses::new(ifindex)?;
     let (announce_tx, announce_rx) = watch::channel(false);
     let announcer = Announcer::new(ifindex, mac, &args.addresses).context("opening the AF_PACKET socket for announcements")?;
@@ -39,32 +48,112 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         repeat_interval: args.announce_interval,
         refresh_interval: args.announce_refresh,
     };
-    let announce_task = tokio::spawn(announcer.run(announce_cfg, announce_rx, |_| {}));
-    let node = Node::new(dataplane, addresses, args.addresses.clone(), &adopted.vips, announce_tx).await?;
+    let node = Arc::new(Node::new(dataplane, addresses, args.addresses.clone(), &adopted.vips, announce_tx).await?);
 
     let shutdown = CancellationToken::new();
     let signals = tokio::spawn(wait_for_signal(shutdown.clone()));
+    let (status_tx, status_rx) = watch::channel(Status::default());
+    let (counters_tx, counters_rx) = watch::channel(None);
+    let (ready_tx, ready_rx) = watch::channel(true);
+    let metrics = Metrics::new(
+        identity.clone(),
+        xdp_mode,
+        args.addresses.iter().map(ToString::to_string).collect(),
+        status_rx,
+        counters_rx,
+        ready_rx,
+    );
+    let announce_metrics = metrics.clone();
+    let announce_task = tokio::spawn(announcer.run(announce_cfg, announce_rx, move |n| announce_metrics.add_announcements(n)));
+    let metrics_task = metrics_listener.map(|l| {
+        info!(addr = %args.metrics_addr, "serving /metrics, /healthz, /readyz");
+        tokio::spawn(metrics::serve(l, metrics.clone(), shutdown.clone()))
+    });
+    let counters_task = tokio::spawn(poll_counters(node.clone(), counters_tx, shutdown.clone()));
 
     let result = if args.no_election {
-        run_without_election(&node, &args, &shutdown).await
+        run_without_election(&node, &args, &shutdown, &status_tx).await
     } else {
-        Err(anyhow::anyhow!("leader election is not available in this build yet; pass --no-election"))
+        run_election(&node, &args, shutdown.clone(), status_tx).await
     };
     if let Err(e) = &result {
         warn!(error = %format!("{e:#}"), "stopping after an error");
     }
+    ready_tx.send_replace(false);
+    shutdown.cancel();
     // Whatever happened: fence, remove addresses, detach.
-    let stop = node.shutdown().await;
+    counters_task.abort();
+    let _ = counters_task.await;
+    let stop = match Arc::try_unwrap(node) {
+        Ok(node) => node.shutdown().await,
+        Err(node) => node.follow().await.and(Err(anyhow::anyhow!("data plane still shared at shutdown; left pinned"))),
+    };
     announce_task.abort();
     signals.abort();
+    if let Some(t) = metrics_task {
+        t.abort();
+    }
     result.and(stop)
+}
+
+async fn run_election(node: &Arc<Node>, args: &RunArgs, shutdown: CancellationToken, status: watch::Sender<Status>) -> anyhow::Result<()> {
+    let cfg = args.election_config()?;
+    let client = election::client::build_client(&args.client_options()?).await?;
+    let store = KubeLeaseStore::new(client.clone(), &cfg.namespace, &cfg.lease_name);
+    let (health_tx, health_rx) = watch::channel(true);
+    let probe = KubeProbe { client, path: args.health_path.clone() };
+    let health_cfg = args.health_config();
+    let health_shutdown = shutdown.clone();
+    let health_task = tokio::spawn(async move { run_checker(&probe, &health_cfg, health_tx, health_shutdown).await });
+    info!(
+        identity = %cfg.identity,
+        lease = %format!("{}/{}", cfg.namespace, cfg.lease_name),
+        lease_duration = ?cfg.lease_duration,
+        renew_deadline = ?cfg.renew_deadline,
+        retry_period = ?cfg.retry_period,
+        "leader election starting"
+    );
+    let r = election::run(&store, &cfg, node.as_ref(), health_rx, shutdown, status).await;
+    health_task.abort();
+    Ok(r?)
+}
+
+/// Reads the XDP counters for the metrics once a second.
+async fn poll_counters(node: Arc<Node>, tx: watch::Sender<Option<Counters>>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {
+                if let Ok(c) = node.counters().await {
+                    tx.send_replace(Some(c));
+                }
+            }
+        }
+    }
+}
+
+impl election::Fence for Node {
+    async fn lead(&self, deadline: MonoTime) -> anyhow::Result<()> {
+        Node::lead(self, deadline).await
+    }
+
+    async fn follow(&self) -> anyhow::Result<()> {
+        Node::follow(self).await
+    }
 }
 
 /// `--no-election`: lead for ever, pushing the fence deadline forward every
 /// retry period (deadline = now + renew deadline), so a frozen agent still
 /// falls silent by itself.
-async fn run_without_election(node: &Node, args: &RunArgs, shutdown: &CancellationToken) -> anyhow::Result<()> {
+async fn run_without_election(
+    node: &Node,
+    args: &RunArgs,
+    shutdown: &CancellationToken,
+    status: &watch::Sender<Status>,
+) -> anyhow::Result<()> {
     info!(vips = ?args.addresses, "no election: this node answers for the VIPs");
+    status.send_modify(|s| s.role = Role::Leading);
     let mut tick = tokio::time::interval(args.retry_period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -73,6 +162,7 @@ async fn run_without_election(node: &Node, args: &RunArgs, shutdown: &Cancellati
             _ = tick.tick() => {
                 let deadline = MonoTime::now().saturating_add(args.renew_deadline);
                 node.lead(deadline).await?;
+                status.send_modify(|s| s.fence_deadline = Some(deadline));
             }
         }
     }
@@ -94,7 +184,6 @@ async fn wait_for_signal(shutdown: CancellationToken) {
         _ = term.recv() => {}
         _ = int.recv() => {}
     }
-    warn!("second signal: exiting at once");
-    tokio::time::sleep(Duration::from_millis(0)).await;
+    warn!("second signal: exiting at once (the pinned fence stays and expires by itself)");
     std::process::exit(130);
 }

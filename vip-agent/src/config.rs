@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::dataplane::XdpModeArg;
+use crate::election::{self, ElectionConfig, client::ClientOptions, health::HealthConfig};
 
 #[derive(Debug, Parser)]
 #[command(name = "vip-agent", version, about = "Control-plane VIP for bare-metal Kubernetes: in-kernel ARP/NS responder fenced by Lease leadership")]
@@ -62,6 +63,53 @@ pub struct RunArgs {
     #[arg(long, env = "VIP_RETRY_PERIOD", default_value = "500ms", value_parser = parse_duration)]
     pub retry_period: Duration,
 
+    /// This node's identity in the Lease (kube-vip: vip_nodename) [default: the host name].
+    #[arg(long, env = "VIP_NODE_NAME")]
+    pub node_name: Option<String>,
+
+    /// Name of the Lease the control-plane nodes compete for (kube-vip: vip_leasename).
+    #[arg(long, env = "VIP_LEASE_NAME", default_value = election::DEFAULT_LEASE_NAME)]
+    pub lease_name: String,
+
+    /// Namespace of that Lease (kube-vip: cp_namespace).
+    #[arg(long, env = "VIP_LEASE_NAMESPACE", default_value = election::DEFAULT_NAMESPACE)]
+    pub lease_namespace: String,
+
+    /// kubeconfig with the credentials for the Lease (kubeadm: admin.conf).
+    #[arg(long, env = "VIP_KUBECONFIG", default_value = election::client::DEFAULT_KUBECONFIG)]
+    pub kubeconfig: PathBuf,
+
+    /// API server URL that overrides the kubeconfig's: the LOCAL API server, so the
+    /// agent works during `kubeadm init` before the VIP exists. Empty: use the kubeconfig's server.
+    #[arg(long, env = "VIP_API_SERVER", default_value = election::client::DEFAULT_API_SERVER)]
+    pub api_server: String,
+
+    /// TLS server name checked on the overridden API server URL (kubeadm's serving
+    /// certificate always holds `kubernetes`).
+    #[arg(long, env = "VIP_API_SERVER_TLS_NAME", default_value = election::client::DEFAULT_TLS_SERVER_NAME)]
+    pub api_server_tls_name: String,
+
+    /// Gate leadership on the local API server's health: a leader whose check fails
+    /// --health-failures times in a row gives the VIP up; an unhealthy node never takes it.
+    #[arg(long, env = "VIP_HEALTH_CHECK")]
+    pub health_check: bool,
+
+    /// Path probed on the API server for --health-check.
+    #[arg(long, env = "VIP_HEALTH_PATH", default_value = "/readyz")]
+    pub health_path: String,
+
+    /// Interval of the health probe.
+    #[arg(long, env = "VIP_HEALTH_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub health_interval: Duration,
+
+    /// Consecutive failed probes that make the node unhealthy.
+    #[arg(long, env = "VIP_HEALTH_FAILURES", default_value_t = 3)]
+    pub health_failures: u32,
+
+    /// Address for /metrics, /healthz and /readyz (empty: off).
+    #[arg(long, env = "VIP_METRICS_ADDR", default_value = "0.0.0.0:2112")]
+    pub metrics_addr: String,
+
     /// Announcement frames per VIP sent at once on takeover.
     #[arg(long, env = "VIP_ANNOUNCE_BURST", default_value_t = 3)]
     pub announce_burst: u32,
@@ -81,57 +129,77 @@ pub struct RunArgs {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("--retry-period ({retry:?}) must be shorter than --renew-deadline ({renew:?}): the leader renews several times per deadline; fix: lower --retry-period (e.g. a quarter of --renew-deadline)")]
-    RetryNotBelowRenew { retry: Duration, renew: Duration },
-    #[error("--renew-deadline ({renew:?}) plus the safety margin ({margin:?}) must be below --lease-duration ({lease:?}), or an old leader could still answer when a follower takes over; fix: raise --lease-duration to at least {need:?} or lower --renew-deadline")]
-    RenewNotBelowLease { renew: Duration, lease: Duration, margin: Duration, need: Duration },
-    #[error("{flag} must be greater than zero")]
-    Zero { flag: &'static str },
-    #[error("--address {0} is not a unicast address a VIP can be")]
+    #[error(transparent)]
+    Election(#[from] election::ConfigError),
+    #[error("--address {0} is not a unicast address a VIP can be; fix: give the control-plane endpoint address")]
     BadVip(IpAddr),
-    #[error("--address {0} is given twice")]
+    #[error("--address {0} is given twice; fix: list each VIP once")]
     DuplicateVip(IpAddr),
-}
-
-/// The margin kept between the leader falling silent and a follower being
-/// allowed to take over: max(250 ms, 10% of the lease duration).
-pub fn safety_margin(lease: Duration) -> Duration {
-    (lease / 10).max(Duration::from_millis(250))
+    #[error("--health-failures must be at least 1")]
+    HealthFailures,
+    #[error("--health-path {0:?} must start with '/'")]
+    HealthPath(String),
+    #[error("--node-name is not set and the host name cannot be read ({0}); fix: pass --node-name or set VIP_NODE_NAME")]
+    NoNodeName(String),
 }
 
 impl RunArgs {
+    /// Checks everything that can be checked before touching the system.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        for (flag, d) in [
-            ("--lease-duration", self.lease_duration),
-            ("--renew-deadline", self.renew_deadline),
-            ("--retry-period", self.retry_period),
-        ] {
-            if d.is_zero() {
-                return Err(ConfigError::Zero { flag });
-            }
-        }
-        if self.retry_period >= self.renew_deadline {
-            return Err(ConfigError::RetryNotBelowRenew { retry: self.retry_period, renew: self.renew_deadline });
-        }
-        let margin = safety_margin(self.lease_duration);
-        if self.renew_deadline + margin >= self.lease_duration {
-            let need = self.renew_deadline + margin + Duration::from_millis(1);
-            return Err(ConfigError::RenewNotBelowLease {
-                renew: self.renew_deadline,
-                lease: self.lease_duration,
-                margin,
-                need,
-            });
-        }
+        self.election_config()?.validate()?;
         for (i, ip) in self.addresses.iter().enumerate() {
-            if ip.is_unspecified() || ip.is_multicast() || ip.is_loopback() || *ip == IpAddr::from([255, 255, 255, 255]) {
+            let broadcast = *ip == IpAddr::from([255, 255, 255, 255]);
+            if ip.is_unspecified() || ip.is_multicast() || ip.is_loopback() || broadcast {
                 return Err(ConfigError::BadVip(*ip));
             }
             if self.addresses[..i].contains(ip) {
                 return Err(ConfigError::DuplicateVip(*ip));
             }
         }
+        if self.health_failures == 0 {
+            return Err(ConfigError::HealthFailures);
+        }
+        if !self.health_path.starts_with('/') {
+            return Err(ConfigError::HealthPath(self.health_path.clone()));
+        }
         Ok(())
+    }
+
+    pub fn identity(&self) -> Result<String, ConfigError> {
+        match &self.node_name {
+            Some(n) => Ok(n.clone()),
+            None => nix::unistd::gethostname()
+                .map_err(|e| ConfigError::NoNodeName(e.to_string()))
+                .map(|h| h.to_string_lossy().into_owned()),
+        }
+    }
+
+    pub fn election_config(&self) -> Result<ElectionConfig, ConfigError> {
+        Ok(ElectionConfig {
+            lease_name: self.lease_name.clone(),
+            namespace: self.lease_namespace.clone(),
+            identity: self.identity()?,
+            lease_duration: self.lease_duration,
+            renew_deadline: self.renew_deadline,
+            retry_period: self.retry_period,
+        })
+    }
+
+    pub fn client_options(&self) -> Result<ClientOptions, ConfigError> {
+        let mut o = ClientOptions::new(self.identity()?);
+        o.kubeconfig = self.kubeconfig.clone();
+        o.api_server = (!self.api_server.is_empty()).then(|| self.api_server.clone());
+        o.tls_server_name = self.api_server_tls_name.clone();
+        Ok(o)
+    }
+
+    pub fn health_config(&self) -> HealthConfig {
+        HealthConfig {
+            enabled: self.health_check,
+            path: self.health_path.clone(),
+            interval: self.health_interval,
+            failures: self.health_failures,
+        }
     }
 }
 
@@ -141,6 +209,9 @@ pub const KUBE_VIP_ENV: &[(&str, &str)] = &[
     ("vip_interface", "VIP_INTERFACE"),
     ("address", "VIP_ADDRESS"),
     ("vip_address", "VIP_ADDRESS"),
+    ("vip_nodename", "VIP_NODE_NAME"),
+    ("vip_leasename", "VIP_LEASE_NAME"),
+    ("cp_namespace", "VIP_LEASE_NAMESPACE"),
 ];
 
 /// Copies kube-vip environment variables to our names (before clap parses).
@@ -172,8 +243,14 @@ mod tests {
 
     #[test]
     fn defaults_are_valid_and_fast() {
-        let r = parse(&["--interface", "eth0", "--address", "192.0.2.10"]).unwrap();
+        let r = parse(&["--interface", "eth0", "--address", "192.0.2.10", "--node-name", "cp1"]).unwrap();
         r.validate().unwrap();
+        assert_eq!(r.election_config().unwrap().lease_duration, election::DEFAULT_LEASE_DURATION);
+        assert_eq!(r.renew_deadline, election::DEFAULT_RENEW_DEADLINE);
+        assert_eq!(r.retry_period, election::DEFAULT_RETRY_PERIOD);
+        assert_eq!(r.client_options().unwrap().api_server.as_deref(), Some("https://127.0.0.1:6443"));
+        let r = parse(&["--interface", "eth0", "--address", "192.0.2.10", "--api-server", ""]).unwrap();
+        assert_eq!(r.client_options().unwrap().api_server, None);
         assert_eq!(r.lease_duration, Duration::from_secs(3));
         assert_eq!(r.renew_deadline, Duration::from_secs(2));
         assert_eq!(r.retry_period, Duration::from_millis(500));
@@ -196,9 +273,11 @@ mod tests {
 
         let r = parse(&["--interface", "eth0", "--address", "192.0.2.1", "--renew-deadline", "3s"]).unwrap();
         let e = r.validate().unwrap_err().to_string();
-        assert!(e.contains("--renew-deadline") && e.contains("fix"), "{e}");
+        assert!(e.contains("--renew-deadline") && e.contains("raise --lease-duration"), "{e}");
         let r = parse(&["--interface", "eth0", "--address", "192.0.2.1", "--retry-period", "2s"]).unwrap();
         assert!(r.validate().unwrap_err().to_string().contains("--retry-period"));
+        let r = parse(&["--interface", "eth0", "--address", "192.0.2.1", "--health-path", "readyz"]).unwrap();
+        assert!(r.validate().unwrap_err().to_string().contains("--health-path"));
         let r = parse(&["--interface", "eth0", "--address", "224.0.0.1"]).unwrap();
         assert!(matches!(r.validate(), Err(ConfigError::BadVip(_))));
         let r = parse(&["--interface", "eth0", "--address", "192.0.2.1,192.0.2.1"]).unwrap();

@@ -10,3 +10,4 @@ pub mod config;
 pub mod dataplane;
 pub mod node;
 pub mod election;
+pub mod metrics;

@@ -48,7 +48,8 @@ pub(crate) async fn serve(handle: LeaseServerHandle, listener: TcpListener) {
                 let h = h.clone();
                 async move { Ok::<_, Infallible>(control(h, req).await) }
             });
-            let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), svc);
+            let conn =
+                hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), svc);
             tokio::select! {
                 _ = conn => {}
                 _ = stop.cancelled() => {}
@@ -78,7 +79,7 @@ struct PartitionReq {
     mode: PartitionMode,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 struct ForbidReq {
     identity: String,
 }
@@ -89,7 +90,10 @@ struct RestartReq {
     downtime_ms: u64,
 }
 
-async fn body_json<T: serde::de::DeserializeOwned + Default>(req: Request<Incoming>, empty_ok: bool) -> Result<T, String> {
+async fn body_json<T: serde::de::DeserializeOwned + Default>(
+    req: Request<Incoming>,
+    empty_ok: bool,
+) -> Result<T, String> {
     let bytes = Limited::new(req.into_body(), 1 << 20)
         .collect()
         .await
@@ -107,12 +111,6 @@ impl Default for PartitionReq {
             target: Target::Identity(String::new()),
             mode: PartitionMode::Hang,
         }
-    }
-}
-
-impl Default for ForbidReq {
-    fn default() -> Self {
-        Self { identity: String::new() }
     }
 }
 
@@ -151,7 +149,8 @@ async fn control(h: LeaseServerHandle, req: Request<Incoming>) -> Response<Full<
         }
         (Method::POST, "/restart") => match body_json::<RestartReq>(req, true).await {
             Ok(r) => {
-                h.restart_with_downtime(Duration::from_millis(r.downtime_ms)).await;
+                h.restart_with_downtime(Duration::from_millis(r.downtime_ms))
+                    .await;
                 ok()
             }
             Err(e) => bad(e),
@@ -169,6 +168,9 @@ async fn control(h: LeaseServerHandle, req: Request<Incoming>) -> Response<Full<
         (Method::GET, "/warnings") => reply(StatusCode::OK, &to_json(&h.warnings())),
         (Method::GET, "/requests") => reply(StatusCode::OK, &to_json(&h.requests())),
         (Method::GET, "/leases") => reply(StatusCode::OK, &to_json(&h.leases())),
-        _ => reply(StatusCode::NOT_FOUND, &json!({"error": format!("no such control endpoint: {path}")})),
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            &json!({"error": format!("no such control endpoint: {path}")}),
+        ),
     }
 }

@@ -29,10 +29,12 @@ use super::status::{ApiError, OPTIMISTIC_LOCK, QUALIFIED, delete_success};
 use super::store::{EventType, StoreEvent, watch_line, with_type_meta};
 use super::tls::ADMIN_USER;
 use super::validate::{
-    FieldSelector, LabelSelector, dns1123_subdomain, lease_spec_errors, merge_patch, parse_bool, parse_query,
-    parse_rv, unknown_fields,
+    FieldSelector, LabelSelector, dns1123_subdomain, lease_spec_errors, merge_patch, parse_bool,
+    parse_query, parse_rv, unknown_fields,
 };
-use super::{RejectedRequest, RequestRecord, Shared, Verb, WarningRecord, chance, lock, random_u64};
+use super::{
+    RejectedRequest, RequestRecord, Shared, Verb, WarningRecord, chance, lock, random_u64,
+};
 
 /// The kube-apiserver request body limit.
 const MAX_BODY: usize = 3 * 1024 * 1024;
@@ -49,7 +51,10 @@ impl hyper::body::Body for Body {
     type Data = Bytes;
     type Error = Infallible;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         match self.get_mut() {
             Body::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Body::Stream(rx) => rx.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b)))),
@@ -82,7 +87,8 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, tls:
             },
         };
         let down = lock(&shared.down_until).is_some_and(|until| Instant::now() < until);
-        let refused = shared.faults.borrow().partition_for(None, peer.ip()) == Some(PartitionMode::Refuse);
+        let refused =
+            shared.faults.borrow().partition_for(None, peer.ip()) == Some(PartitionMode::Refuse);
         if down || refused {
             tracing::debug!(%peer, down, refused, "connection closed at accept");
             continue;
@@ -141,12 +147,23 @@ fn route(path: &str) -> Route {
         ["version"] => Route::Version,
         ["readyz" | "livez" | "healthz"] => Route::Health,
         ["apis", "coordination.k8s.io", "v1", "leases"] => Route::Leases(None),
-        ["apis", "coordination.k8s.io", "v1", "namespaces", ns, "leases"] if !ns.is_empty() => {
-            Route::Leases(Some((*ns).to_owned()))
-        }
-        ["apis", "coordination.k8s.io", "v1", "namespaces", ns, "leases", name]
-            if !ns.is_empty() && !name.is_empty() =>
-        {
+        [
+            "apis",
+            "coordination.k8s.io",
+            "v1",
+            "namespaces",
+            ns,
+            "leases",
+        ] if !ns.is_empty() => Route::Leases(Some((*ns).to_owned())),
+        [
+            "apis",
+            "coordination.k8s.io",
+            "v1",
+            "namespaces",
+            ns,
+            "leases",
+            name,
+        ] if !ns.is_empty() && !name.is_empty() => {
             Route::Lease((*ns).to_owned(), (*name).to_owned())
         }
         _ => Route::NotFound,
@@ -154,7 +171,9 @@ fn route(path: &str) -> Route {
 }
 
 fn verb_of(route: &Route, method: &Method, query: &BTreeMap<String, String>) -> Verb {
-    let watch = query.get("watch").is_some_and(|w| parse_bool("watch", w).unwrap_or(false));
+    let watch = query
+        .get("watch")
+        .is_some_and(|w| parse_bool("watch", w).unwrap_or(false));
     match (route, method.as_str()) {
         (Route::Leases(_), "GET") if watch => Verb::Watch,
         (Route::Leases(_), "GET") => Verb::List,
@@ -187,10 +206,15 @@ fn json_response(code: u16, v: &Value, warnings: &[String]) -> Response<Body> {
             b = b.header("Warning", hv);
         }
     }
-    b.body(Body::Full(Some(Bytes::from(body)))).expect("static response parts are valid")
+    b.body(Body::Full(Some(Bytes::from(body))))
+        .expect("static response parts are valid")
 }
 
-async fn handle(shared: Arc<Shared>, ctx: Arc<ConnCtx>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+async fn handle(
+    shared: Arc<Shared>,
+    ctx: Arc<ConnCtx>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
     let arrived = Instant::now();
     let identity = req
         .headers()
@@ -202,7 +226,9 @@ async fn handle(shared: Arc<Shared>, ctx: Arc<ConnCtx>, req: Request<Incoming>) 
     let uri = req.uri().to_string();
     let route = route(req.uri().path());
     let query = parse_query(req.uri().query());
-    let verb = query.as_ref().map_or(Verb::Other, |q| verb_of(&route, &method, q));
+    let verb = query
+        .as_ref()
+        .map_or(Verb::Other, |q| verb_of(&route, &method, q));
     shared.count(identity.as_deref(), verb);
     let mut record = RequestRecord {
         at_ms: shared.elapsed_ms(arrived),
@@ -309,7 +335,10 @@ async fn partition_gate(shared: &Shared, identity: Option<&str>, ip: IpAddr) -> 
         Some(PartitionMode::Refuse) => false,
         Some(mode) => {
             tracing::debug!(?identity, %ip, ?mode, "request held by a partition");
-            let healed = rx.wait_for(|f| f.partition_for(identity, ip).is_none()).await.is_ok();
+            let healed = rx
+                .wait_for(|f| f.partition_for(identity, ip).is_none())
+                .await
+                .is_ok();
             healed && mode == PartitionMode::Hang
         }
     }
@@ -350,21 +379,35 @@ async fn process(
     let dry_run = match query.get("dryRun").map(String::as_str) {
         None | Some("") => false,
         Some("All") => true,
-        Some(other) => return Err(ApiError::bad_request(format!("Invalid dry run value: {other:?}"))),
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "Invalid dry run value: {other:?}"
+            )));
+        }
     };
 
     // Authorization and server-side faults, in the order a real server meets them.
     let faults = rc.shared.faults.borrow().clone();
     if faults.is_forbidden(rc.identity) {
-        return Err(ApiError::forbidden(ADMIN_USER, rc.verb.as_str(), name.as_deref(), ns.as_deref()));
+        return Err(ApiError::forbidden(
+            ADMIN_USER,
+            rc.verb.as_str(),
+            name.as_deref(),
+            ns.as_deref(),
+        ));
     }
-    if faults.drop_applies(rc.identity, rc.ip) && !faults.drop_after_commit && chance(faults.drop_probability) {
+    if faults.drop_applies(rc.identity, rc.ip)
+        && !faults.drop_after_commit
+        && chance(faults.drop_probability)
+    {
         return Ok(Reply::Drop);
     }
     if faults.error_applies(rc.identity, rc.ip) && chance(faults.error_probability) {
         return Err(ApiError::injected(faults.error_code));
     }
-    let drop_after = faults.drop_applies(rc.identity, rc.ip) && faults.drop_after_commit && chance(faults.drop_probability);
+    let drop_after = faults.drop_applies(rc.identity, rc.ip)
+        && faults.drop_after_commit
+        && chance(faults.drop_probability);
 
     let (parts, body) = req.into_parts();
     let reply = match (rc.verb, ns, name) {
@@ -372,16 +415,33 @@ async fn process(
         (Verb::List, ns, _) => list(rc.shared, ns.as_deref(), &query)?,
         (Verb::Get, Some(ns), Some(name)) => get(rc.shared, &ns, &name, &query)?,
         (Verb::Create, Some(ns), None) => {
-            let v = read_json(&parts.headers, body, &["application/json", "application/yaml"]).await?;
+            let v = read_json(
+                &parts.headers,
+                body,
+                &["application/json", "application/yaml"],
+            )
+            .await?;
             create(rc.shared, &ns, v, dry_run, field_validation(&query)?)?
         }
         (Verb::Update, Some(ns), Some(name)) => {
-            let v = read_json(&parts.headers, body, &["application/json", "application/yaml"]).await?;
+            let v = read_json(
+                &parts.headers,
+                body,
+                &["application/json", "application/yaml"],
+            )
+            .await?;
             update(rc.shared, &ns, &name, v, dry_run, field_validation(&query)?)?
         }
         (Verb::Patch, Some(ns), Some(name)) => {
             let v = read_json(&parts.headers, body, &["application/merge-patch+json"]).await?;
-            patch(rc.shared, &ns, &name, &v, dry_run, field_validation(&query)?)?
+            patch(
+                rc.shared,
+                &ns,
+                &name,
+                &v,
+                dry_run,
+                field_validation(&query)?,
+            )?
         }
         (Verb::Delete, Some(ns), Some(name)) => {
             let v = read_optional_json(&parts.headers, body).await?;
@@ -416,10 +476,15 @@ fn check_accept(headers: &http::HeaderMap) -> Result<(), ApiError> {
     let ok = accept.split(',').any(|range| {
         let mut parts = range.split(';').map(str::trim);
         let media = parts.next().unwrap_or_default().to_ascii_lowercase();
-        let plain = parts.all(|p| !p.starts_with("as=") && !p.starts_with("g=") && !p.starts_with("v="));
+        let plain =
+            parts.all(|p| !p.starts_with("as=") && !p.starts_with("g=") && !p.starts_with("v="));
         plain && matches!(media.as_str(), "application/json" | "application/*" | "*/*")
     });
-    if ok { Ok(()) } else { Err(ApiError::not_acceptable()) }
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::not_acceptable())
+    }
 }
 
 fn media_type(headers: &http::HeaderMap) -> String {
@@ -438,13 +503,19 @@ async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {
     match Limited::new(body, MAX_BODY).collect().await {
         Ok(c) => Ok(c.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::too_large()),
-        Err(e) => Err(ApiError::bad_request(format!("error reading the request body: {e}"))),
+        Err(e) => Err(ApiError::bad_request(format!(
+            "error reading the request body: {e}"
+        ))),
     }
 }
 
 /// Reads a body of one of the `accepted` media types (a missing Content-Type means the
 /// first one, as kube-apiserver does) into JSON.
-async fn read_json(headers: &http::HeaderMap, body: Incoming, accepted: &[&str]) -> Result<Value, ApiError> {
+async fn read_json(
+    headers: &http::HeaderMap,
+    body: Incoming,
+    accepted: &[&str],
+) -> Result<Value, ApiError> {
     let mut media = media_type(headers);
     if media.is_empty() {
         media = accepted[0].to_owned();
@@ -454,15 +525,20 @@ async fn read_json(headers: &http::HeaderMap, body: Incoming, accepted: &[&str])
     }
     let bytes = read_body(body).await?;
     if media == "application/yaml" {
-        serde_yaml::from_slice::<Value>(&bytes)
-            .map_err(|e| ApiError::bad_request(format!("couldn't get version/kind; yaml parse error: {e}")))
+        serde_yaml::from_slice::<Value>(&bytes).map_err(|e| {
+            ApiError::bad_request(format!("couldn't get version/kind; yaml parse error: {e}"))
+        })
     } else {
-        serde_json::from_slice::<Value>(&bytes)
-            .map_err(|e| ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}")))
+        serde_json::from_slice::<Value>(&bytes).map_err(|e| {
+            ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
+        })
     }
 }
 
-async fn read_optional_json(headers: &http::HeaderMap, body: Incoming) -> Result<Option<Value>, ApiError> {
+async fn read_optional_json(
+    headers: &http::HeaderMap,
+    body: Incoming,
+) -> Result<Option<Value>, ApiError> {
     let media = media_type(headers);
     let bytes = read_body(body).await?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
@@ -471,9 +547,9 @@ async fn read_optional_json(headers: &http::HeaderMap, body: Incoming) -> Result
     if !media.is_empty() && media != "application/json" {
         return Err(ApiError::unsupported_media_type(&media));
     }
-    serde_json::from_slice(&bytes)
-        .map(Some)
-        .map_err(|e| ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}")))
+    serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+        ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
+    })
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -497,11 +573,18 @@ fn field_validation(q: &BTreeMap<String, String>) -> Result<FieldValidation, Api
 /// Decodes a body into a Lease: type meta checked, unknown fields warned about (or refused
 /// with `fieldValidation=Strict`), field types checked by the k8s-openapi decoder.
 fn decode_lease(v: Value, fv: FieldValidation) -> Result<(Lease, Vec<String>), ApiError> {
-    let cannot = |why: String| ApiError::bad_request(format!("Lease in version \"v1\" cannot be handled as a Lease: {why}"));
+    let cannot = |why: String| {
+        ApiError::bad_request(format!(
+            "Lease in version \"v1\" cannot be handled as a Lease: {why}"
+        ))
+    };
     if !v.is_object() {
         return Err(cannot(format!("expected an object, got {v}")));
     }
-    let api_version = v.get("apiVersion").and_then(Value::as_str).unwrap_or(Lease::API_VERSION);
+    let api_version = v
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or(Lease::API_VERSION);
     let kind = v.get("kind").and_then(Value::as_str).unwrap_or(Lease::KIND);
     if api_version != Lease::API_VERSION {
         return Err(ApiError::bad_request(format!(
@@ -520,10 +603,19 @@ fn decode_lease(v: Value, fv: FieldValidation) -> Result<(Lease, Vec<String>), A
         FieldValidation::Ignore => Vec::new(),
         _ if unknown.is_empty() => Vec::new(),
         FieldValidation::Strict => {
-            let list = unknown.iter().map(|f| format!("unknown field \"{f}\"")).collect::<Vec<_>>().join(", ");
-            return Err(ApiError::bad_request(format!("strict decoding error: {list}")));
+            let list = unknown
+                .iter()
+                .map(|f| format!("unknown field \"{f}\""))
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(ApiError::bad_request(format!(
+                "strict decoding error: {list}"
+            )));
         }
-        FieldValidation::Warn => unknown.iter().map(|f| format!("unknown field \"{f}\"")).collect(),
+        FieldValidation::Warn => unknown
+            .iter()
+            .map(|f| format!("unknown field \"{f}\""))
+            .collect(),
     };
     let lease = serde_json::from_value::<Lease>(v).map_err(|e| cannot(e.to_string()))?;
     Ok((lease, warnings))
@@ -564,12 +656,22 @@ fn meta_name_errors(lease: &Lease) -> Vec<(String, &'static str, String)> {
     }
     match dns1123_subdomain(name) {
         Ok(()) => Vec::new(),
-        Err(msg) => vec![("metadata.name".into(), "FieldValueInvalid", format!("Invalid value: \"{name}\": {msg}"))],
+        Err(msg) => vec![(
+            "metadata.name".into(),
+            "FieldValueInvalid",
+            format!("Invalid value: \"{name}\": {msg}"),
+        )],
     }
 }
 
 fn invalid_lease(name: &str, causes: &[(String, &'static str, String)]) -> ApiError {
-    ApiError::invalid("Lease.coordination.k8s.io", "Lease", "coordination.k8s.io", name, causes)
+    ApiError::invalid(
+        "Lease.coordination.k8s.io",
+        "Lease",
+        "coordination.k8s.io",
+        name,
+        causes,
+    )
 }
 
 fn check_namespace(lease: &mut Lease, ns: &str) -> Result<(), ApiError> {
@@ -584,11 +686,21 @@ fn check_namespace(lease: &mut Lease, ns: &str) -> Result<(), ApiError> {
     }
 }
 
-fn create(shared: &Shared, ns: &str, v: Value, dry_run: bool, fv: FieldValidation) -> Result<Reply, ApiError> {
+fn create(
+    shared: &Shared,
+    ns: &str,
+    v: Value,
+    dry_run: bool,
+    fv: FieldValidation,
+) -> Result<Reply, ApiError> {
     let (mut lease, warnings) = decode_lease(v, fv)?;
     check_namespace(&mut lease, ns)?;
     if lease.metadata.name.as_deref().is_none_or(str::is_empty)
-        && let Some(prefix) = lease.metadata.generate_name.as_deref().filter(|p| !p.is_empty())
+        && let Some(prefix) = lease
+            .metadata
+            .generate_name
+            .as_deref()
+            .filter(|p| !p.is_empty())
     {
         const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
         let suffix: String = (0..5)
@@ -602,8 +714,14 @@ fn create(shared: &Shared, ns: &str, v: Value, dry_run: bool, fv: FieldValidatio
     if !causes.is_empty() {
         return Err(invalid_lease(&name, &causes));
     }
-    if lease.metadata.resource_version.as_deref().is_some_and(|rv| !rv.is_empty()) {
-        let mut e = ApiError::internal("resourceVersion should not be set on objects to be created");
+    if lease
+        .metadata
+        .resource_version
+        .as_deref()
+        .is_some_and(|rv| !rv.is_empty())
+    {
+        let mut e =
+            ApiError::internal("resourceVersion should not be set on objects to be created");
         e.client_fault = true;
         return Err(e);
     }
@@ -612,7 +730,11 @@ fn create(shared: &Shared, ns: &str, v: Value, dry_run: bool, fv: FieldValidatio
         return Err(ApiError::already_exists(&name));
     }
     init_new_meta(&mut lease);
-    let stored = if dry_run { lease } else { store.commit(lease, EventType::Added) };
+    let stored = if dry_run {
+        lease
+    } else {
+        store.commit(lease, EventType::Added)
+    };
     Ok(Reply::Json(201, with_type_meta(&stored), warnings))
 }
 
@@ -662,14 +784,22 @@ fn check_update(name: &str, old: &Lease, new: &Lease) -> Result<(), ApiError> {
 
 /// Commits `new` over `old` (already checked), keeping server-owned metadata; a no-op update
 /// is not written (no new resourceVersion, no event), as etcd3 storage does.
-fn commit_update(store: &mut super::store::Store, old: &Lease, mut new: Lease, dry_run: bool) -> Result<Lease, ApiError> {
+fn commit_update(
+    store: &mut super::store::Store,
+    old: &Lease,
+    mut new: Lease,
+    dry_run: bool,
+) -> Result<Lease, ApiError> {
     new.metadata.uid = old.metadata.uid.clone();
     new.metadata.creation_timestamp = old.metadata.creation_timestamp.clone();
     new.metadata.resource_version = old.metadata.resource_version.clone();
     new.metadata.self_link = None;
     let causes = lease_spec_errors(&new);
     if !causes.is_empty() {
-        return Err(invalid_lease(new.metadata.name.as_deref().unwrap_or_default(), &causes));
+        return Err(invalid_lease(
+            new.metadata.name.as_deref().unwrap_or_default(),
+            &causes,
+        ));
     }
     if &new == old || dry_run {
         return Ok(new);
@@ -677,7 +807,14 @@ fn commit_update(store: &mut super::store::Store, old: &Lease, mut new: Lease, d
     Ok(store.commit(new, EventType::Modified))
 }
 
-fn update(shared: &Shared, ns: &str, name: &str, v: Value, dry_run: bool, fv: FieldValidation) -> Result<Reply, ApiError> {
+fn update(
+    shared: &Shared,
+    ns: &str,
+    name: &str,
+    v: Value,
+    dry_run: bool,
+    fv: FieldValidation,
+) -> Result<Reply, ApiError> {
     let (mut lease, warnings) = decode_lease(v, fv)?;
     let body_name = lease.metadata.name.clone().unwrap_or_default();
     if body_name != name {
@@ -695,7 +832,11 @@ fn update(shared: &Shared, ns: &str, name: &str, v: Value, dry_run: bool, fv: Fi
             return Err(invalid_lease(name, &causes));
         }
         init_new_meta(&mut lease);
-        let stored = if dry_run { lease } else { store.commit(lease, EventType::Added) };
+        let stored = if dry_run {
+            lease
+        } else {
+            store.commit(lease, EventType::Added)
+        };
         return Ok(Reply::Json(201, with_type_meta(&stored), warnings));
     };
     check_update(name, &old, &lease)?;
@@ -703,7 +844,14 @@ fn update(shared: &Shared, ns: &str, name: &str, v: Value, dry_run: bool, fv: Fi
     Ok(Reply::Json(200, with_type_meta(&stored), warnings))
 }
 
-fn patch(shared: &Shared, ns: &str, name: &str, p: &Value, dry_run: bool, fv: FieldValidation) -> Result<Reply, ApiError> {
+fn patch(
+    shared: &Shared,
+    ns: &str,
+    name: &str,
+    p: &Value,
+    dry_run: bool,
+    fv: FieldValidation,
+) -> Result<Reply, ApiError> {
     if !p.is_object() {
         return Err(ApiError::bad_request("the patch is not a JSON object"));
     }
@@ -712,17 +860,25 @@ fn patch(shared: &Shared, ns: &str, name: &str, p: &Value, dry_run: bool, fv: Fi
         return Err(ApiError::not_found(name));
     };
     let mut merged = with_type_meta(&old);
-    let has_rv = p.pointer("/metadata/resourceVersion").is_some_and(|v| !v.is_null());
+    let has_rv = p
+        .pointer("/metadata/resourceVersion")
+        .is_some_and(|v| !v.is_null());
     merge_patch(&mut merged, p);
     if !has_rv {
         // A patch without a resourceVersion applies to whatever is current.
         merged["metadata"]["resourceVersion"] = json!(old.metadata.resource_version);
     }
     let (lease, warnings) = decode_lease(merged, fv)?;
-    if lease.metadata.name.as_deref() != Some(name) || lease.metadata.namespace.as_deref() != Some(ns) {
+    if lease.metadata.name.as_deref() != Some(name)
+        || lease.metadata.namespace.as_deref() != Some(ns)
+    {
         return Err(invalid_lease(
             name,
-            &[("metadata.name".into(), "FieldValueInvalid", "Invalid value: field is immutable".into())],
+            &[(
+                "metadata.name".into(),
+                "FieldValueInvalid",
+                "Invalid value: field is immutable".into(),
+            )],
         ));
     }
     check_update(name, &old, &lease)?;
@@ -730,7 +886,13 @@ fn patch(shared: &Shared, ns: &str, name: &str, p: &Value, dry_run: bool, fv: Fi
     Ok(Reply::Json(200, with_type_meta(&stored), warnings))
 }
 
-fn delete(shared: &Shared, ns: &str, name: &str, opts: Option<&Value>, dry_run: bool) -> Result<Reply, ApiError> {
+fn delete(
+    shared: &Shared,
+    ns: &str,
+    name: &str,
+    opts: Option<&Value>,
+    dry_run: bool,
+) -> Result<Reply, ApiError> {
     let mut dry_run = dry_run;
     let (mut pre_uid, mut pre_rv) = (None, None);
     if let Some(o) = opts {
@@ -740,7 +902,9 @@ fn delete(shared: &Shared, ns: &str, name: &str, opts: Option<&Value>, dry_run: 
         if let Some(kind) = o.get("kind").and_then(Value::as_str)
             && kind != "DeleteOptions"
         {
-            return Err(ApiError::bad_request(format!("no kind \"{kind}\" is registered for DeleteOptions")));
+            return Err(ApiError::bad_request(format!(
+                "no kind \"{kind}\" is registered for DeleteOptions"
+            )));
         }
         if let Some(p) = o.get("propagationPolicy").and_then(Value::as_str)
             && !matches!(p, "Orphan" | "Background" | "Foreground")
@@ -753,17 +917,29 @@ fn delete(shared: &Shared, ns: &str, name: &str, opts: Option<&Value>, dry_run: 
                 &[(
                     "propagationPolicy".into(),
                     "FieldValueNotSupported",
-                    format!("Unsupported value: \"{p}\": supported values: \"Foreground\", \"Background\", \"Orphan\", \"nil\""),
+                    format!(
+                        "Unsupported value: \"{p}\": supported values: \"Foreground\", \"Background\", \"Orphan\", \"nil\""
+                    ),
                 )],
             ));
         }
         match o.get("dryRun") {
             None | Some(Value::Null) => {}
             Some(Value::Array(a)) if a.iter().all(|x| x == "All") => dry_run |= !a.is_empty(),
-            Some(other) => return Err(ApiError::bad_request(format!("Invalid dry run value: {other}"))),
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "Invalid dry run value: {other}"
+                )));
+            }
         }
-        pre_uid = o.pointer("/preconditions/uid").and_then(Value::as_str).map(str::to_owned);
-        pre_rv = o.pointer("/preconditions/resourceVersion").and_then(Value::as_str).map(str::to_owned);
+        pre_uid = o
+            .pointer("/preconditions/uid")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        pre_rv = o
+            .pointer("/preconditions/resourceVersion")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
     }
     let mut store = lock(&shared.store);
     let Some(old) = store.get(ns, name).cloned() else {
@@ -784,7 +960,9 @@ fn delete(shared: &Shared, ns: &str, name: &str, opts: Option<&Value>, dry_run: 
     {
         return Err(ApiError::conflict(
             name,
-            &format!("Precondition failed: ResourceVersion in precondition: {want}, ResourceVersion in object meta: {cur_rv}"),
+            &format!(
+                "Precondition failed: ResourceVersion in precondition: {want}, ResourceVersion in object meta: {cur_rv}"
+            ),
         ));
     }
     if !dry_run {
@@ -793,7 +971,12 @@ fn delete(shared: &Shared, ns: &str, name: &str, opts: Option<&Value>, dry_run: 
     Ok(Reply::Json(200, delete_success(name, &uid), Vec::new()))
 }
 
-fn get(shared: &Shared, ns: &str, name: &str, q: &BTreeMap<String, String>) -> Result<Reply, ApiError> {
+fn get(
+    shared: &Shared,
+    ns: &str,
+    name: &str,
+    q: &BTreeMap<String, String>,
+) -> Result<Reply, ApiError> {
     parse_rv(q.get("resourceVersion"))?;
     let store = lock(&shared.store);
     match store.get(ns, name) {
@@ -809,7 +992,11 @@ fn invalid_list_options(field: &str, msg: &str) -> ApiError {
         "ListOptions",
         "meta.k8s.io",
         "",
-        &[(field.to_owned(), "FieldValueForbidden", format!("Forbidden: {msg}"))],
+        &[(
+            field.to_owned(),
+            "FieldValueForbidden",
+            format!("Forbidden: {msg}"),
+        )],
     )
 }
 
@@ -837,16 +1024,26 @@ impl Filter {
     }
 }
 
-fn list(shared: &Shared, ns: Option<&str>, q: &BTreeMap<String, String>) -> Result<Reply, ApiError> {
+fn list(
+    shared: &Shared,
+    ns: Option<&str>,
+    q: &BTreeMap<String, String>,
+) -> Result<Reply, ApiError> {
     let rv = parse_rv(q.get("resourceVersion"))?;
-    let rv_match = q.get("resourceVersionMatch").map(String::as_str).unwrap_or_default();
+    let rv_match = q
+        .get("resourceVersionMatch")
+        .map(String::as_str)
+        .unwrap_or_default();
     if let Some(limit) = q.get("limit")
         && limit.parse::<i64>().is_err()
     {
         return Err(ApiError::bad_request(format!("invalid limit {limit:?}")));
     }
     if q.get("sendInitialEvents").is_some() {
-        return Err(invalid_list_options("sendInitialEvents", "sendInitialEvents is forbidden for list"));
+        return Err(invalid_list_options(
+            "sendInitialEvents",
+            "sendInitialEvents is forbidden for list",
+        ));
     }
     match (rv_match, rv) {
         ("", _) => {}
@@ -872,7 +1069,9 @@ fn list(shared: &Shared, ns: Option<&str>, q: &BTreeMap<String, String>) -> Resu
                 &[(
                     "resourceVersionMatch".into(),
                     "FieldValueNotSupported",
-                    format!("Unsupported value: \"{other}\": supported values: \"Exact\", \"NotOlderThan\", \"\""),
+                    format!(
+                        "Unsupported value: \"{other}\": supported values: \"Exact\", \"NotOlderThan\", \"\""
+                    ),
                 )],
             ));
         }
@@ -887,7 +1086,9 @@ fn list(shared: &Shared, ns: Option<&str>, q: &BTreeMap<String, String>) -> Resu
             )));
         }
         if rv_match == "Exact" && want != current {
-            return Err(ApiError::gone("The resourceVersion for the provided list is too old."));
+            return Err(ApiError::gone(
+                "The resourceVersion for the provided list is too old.",
+            ));
         }
     }
     let items: Vec<Value> = store
@@ -925,7 +1126,11 @@ fn bookmark_line(rv: u64, initial_events_end: bool) -> Bytes {
     )
 }
 
-fn watch(rc: &ReqCtx<'_>, ns: Option<String>, q: &BTreeMap<String, String>) -> Result<Reply, ApiError> {
+fn watch(
+    rc: &ReqCtx<'_>,
+    ns: Option<String>,
+    q: &BTreeMap<String, String>,
+) -> Result<Reply, ApiError> {
     let rv = parse_rv(q.get("resourceVersion"))?;
     let bookmarks = match q.get("allowWatchBookmarks") {
         Some(v) => parse_bool("allowWatchBookmarks", v)?,
@@ -935,7 +1140,10 @@ fn watch(rc: &ReqCtx<'_>, ns: Option<String>, q: &BTreeMap<String, String>) -> R
         Some(v) => Some(parse_bool("sendInitialEvents", v)?),
         None => None,
     };
-    let rv_match = q.get("resourceVersionMatch").map(String::as_str).unwrap_or_default();
+    let rv_match = q
+        .get("resourceVersionMatch")
+        .map(String::as_str)
+        .unwrap_or_default();
     let timeout = match q.get("timeoutSeconds") {
         Some(t) => Duration::from_secs(
             t.parse::<u64>()
@@ -978,7 +1186,10 @@ fn watch(rc: &ReqCtx<'_>, ns: Option<String>, q: &BTreeMap<String, String>) -> R
             );
         } else if let Some(after) = rv {
             if after < store.compacted() {
-                let e = ApiError::gone(format!("too old resource version: {after} ({})", store.compacted() + 1));
+                let e = ApiError::gone(format!(
+                    "too old resource version: {after} ({})",
+                    store.compacted() + 1
+                ));
                 initial.push(watch_line("ERROR", &e.to_json()));
                 drop(store);
                 let _ = tx.try_send(initial.remove(0));
@@ -1051,7 +1262,13 @@ impl WatchTask {
         tx.send(line).await.is_ok()
     }
 
-    async fn run(self, tx: mpsc::Sender<Bytes>, mut rx: broadcast::Receiver<Arc<StoreEvent>>, initial: Vec<Bytes>, start_rv: u64) {
+    async fn run(
+        self,
+        tx: mpsc::Sender<Bytes>,
+        mut rx: broadcast::Receiver<Arc<StoreEvent>>,
+        initial: Vec<Bytes>,
+        start_rv: u64,
+    ) {
         let deadline = tokio::time::sleep(self.timeout);
         tokio::pin!(deadline);
         for line in initial {
@@ -1059,7 +1276,10 @@ impl WatchTask {
                 return;
             }
         }
-        let period = self.bookmarks.unwrap_or(Duration::from_secs(3600)).max(Duration::from_millis(1));
+        let period = self
+            .bookmarks
+            .unwrap_or(Duration::from_secs(3600))
+            .max(Duration::from_millis(1));
         let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         let mut last_rv = start_rv;
         loop {
@@ -1104,8 +1324,14 @@ mod tests {
             route("/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/vip"),
             Route::Lease("kube-system".into(), "vip".into())
         );
-        assert_eq!(route("/apis/coordination.k8s.io/v1/leases"), Route::Leases(None));
-        assert_eq!(route("/apis/coordination.k8s.io/v1/namespaces/x/leases/"), Route::NotFound);
+        assert_eq!(
+            route("/apis/coordination.k8s.io/v1/leases"),
+            Route::Leases(None)
+        );
+        assert_eq!(
+            route("/apis/coordination.k8s.io/v1/namespaces/x/leases/"),
+            Route::NotFound
+        );
         assert_eq!(route("/api/v1/pods"), Route::NotFound);
         assert_eq!(route("/readyz"), Route::Health);
     }
@@ -1115,12 +1341,25 @@ mod tests {
         let ok = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "a"}});
         assert!(decode_lease(ok, FieldValidation::Strict).is_ok());
         let wrong = json!({"apiVersion": "v1", "kind": "Lease", "metadata": {"name": "a"}});
-        assert_eq!(decode_lease(wrong, FieldValidation::Warn).unwrap_err().code, 400);
+        assert_eq!(
+            decode_lease(wrong, FieldValidation::Warn).unwrap_err().code,
+            400
+        );
         let unknown = json!({"kind": "Lease", "metadata": {"name": "a"}, "spec": {"holder": "x"}});
         let (_, w) = decode_lease(unknown.clone(), FieldValidation::Warn).unwrap();
         assert_eq!(w, vec!["unknown field \"spec.holder\"".to_owned()]);
-        assert_eq!(decode_lease(unknown, FieldValidation::Strict).unwrap_err().code, 400);
+        assert_eq!(
+            decode_lease(unknown, FieldValidation::Strict)
+                .unwrap_err()
+                .code,
+            400
+        );
         let badtype = json!({"kind": "Lease", "metadata": {"name": "a"}, "spec": {"leaseDurationSeconds": "x"}});
-        assert_eq!(decode_lease(badtype, FieldValidation::Warn).unwrap_err().code, 400);
+        assert_eq!(
+            decode_lease(badtype, FieldValidation::Warn)
+                .unwrap_err()
+                .code,
+            400
+        );
     }
 }

@@ -167,7 +167,14 @@ pub struct VerbCounts {
 impl VerbCounts {
     /// All requests.
     pub fn total(&self) -> u64 {
-        self.get + self.list + self.watch + self.create + self.update + self.patch + self.delete + self.other
+        self.get
+            + self.list
+            + self.watch
+            + self.create
+            + self.update
+            + self.patch
+            + self.delete
+            + self.other
     }
 
     /// Lease API requests (everything but `other`).
@@ -344,7 +351,11 @@ impl LeaseServer {
             down_until: Mutex::new(None),
             shutdown,
         });
-        let mut tasks = vec![tokio::spawn(http::accept_loop(shared.clone(), listener, tls))];
+        let mut tasks = vec![tokio::spawn(http::accept_loop(
+            shared.clone(),
+            listener,
+            tls,
+        ))];
         let handle_for_control = LeaseServerHandle {
             shared: shared.clone(),
             control_addr,
@@ -387,7 +398,10 @@ impl LeaseServerHandle {
 
     /// The server URL clients use (`https://<advertise>:<port>`).
     pub fn url(&self) -> String {
-        format!("https://{}", SocketAddr::new(self.shared.advertise, self.shared.addr.port()))
+        format!(
+            "https://{}",
+            SocketAddr::new(self.shared.advertise, self.shared.addr.port())
+        )
     }
 
     /// The address of the plain-HTTP control API, if started.
@@ -583,7 +597,10 @@ impl LeaseServerHandle {
 
     /// Counters of one identity.
     pub fn counters_for(&self, identity: &str) -> VerbCounts {
-        lock(&self.shared.counters).get(identity).copied().unwrap_or_default()
+        lock(&self.shared.counters)
+            .get(identity)
+            .copied()
+            .unwrap_or_default()
     }
 
     /// Resets the counters.

@@ -63,14 +63,22 @@ impl ApiError {
     }
 
     pub fn path_not_found() -> Self {
-        Self::new(404, "NotFound", "the server could not find the requested resource")
-            .with_details(json!({}))
-            .client()
+        Self::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
+        .with_details(json!({}))
+        .client()
     }
 
     pub fn already_exists(name: &str) -> Self {
-        Self::new(409, "AlreadyExists", format!("{QUALIFIED} \"{name}\" already exists"))
-            .with_details(lease_details(name))
+        Self::new(
+            409,
+            "AlreadyExists",
+            format!("{QUALIFIED} \"{name}\" already exists"),
+        )
+        .with_details(lease_details(name))
     }
 
     pub fn conflict(name: &str, why: &str) -> Self {
@@ -149,13 +157,21 @@ impl ApiError {
     }
 
     pub fn too_large() -> Self {
-        Self::new(413, "RequestEntityTooLarge", "Request entity too large: limit is 3145728")
-            .client()
+        Self::new(
+            413,
+            "RequestEntityTooLarge",
+            "Request entity too large: limit is 3145728",
+        )
+        .client()
     }
 
     pub fn internal(message: &str) -> Self {
-        Self::new(500, "InternalError", format!("Internal error occurred: {message}"))
-            .with_details(json!({"causes": [{"message": message}]}))
+        Self::new(
+            500,
+            "InternalError",
+            format!("Internal error occurred: {message}"),
+        )
+        .with_details(json!({"causes": [{"message": message}]}))
     }
 
     pub fn gone(message: impl Into<String>) -> Self {

@@ -52,7 +52,11 @@ impl Pki {
         sp.distinguished_name = dn("kube-apiserver", None);
         let mut sans: Vec<SanType> = Vec::new();
         let mut all_ips: Vec<IpAddr> = ips.to_vec();
-        all_ips.extend(["127.0.0.1".parse::<IpAddr>().ok(), "::1".parse().ok()].into_iter().flatten());
+        all_ips.extend(
+            ["127.0.0.1".parse::<IpAddr>().ok(), "::1".parse().ok()]
+                .into_iter()
+                .flatten(),
+        );
         all_ips.dedup();
         for ip in all_ips {
             if !ip.is_unspecified() && !sans.contains(&SanType::IpAddress(ip)) {
@@ -74,14 +78,20 @@ impl Pki {
             }
         }
         sp.subject_alt_names = sans;
-        sp.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        sp.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
         sp.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         let server_cert = sp.signed_by(&server_key, &issuer)?;
 
         let client_key = KeyPair::generate()?;
         let mut cp = CertificateParams::new(Vec::<String>::new())?;
         cp.distinguished_name = dn(ADMIN_USER, Some("system:masters"));
-        cp.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        cp.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
         cp.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         let client_cert = cp.signed_by(&client_key, &issuer)?;
 
@@ -101,9 +111,10 @@ impl Pki {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = RootCertStore::empty();
         roots.add(self.ca_der.clone())?;
-        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .build()
-            .map_err(|e| Error::Tls(e.to_string()))?;
+        let verifier =
+            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                .build()
+                .map_err(|e| Error::Tls(e.to_string()))?;
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.server_key_der.clone()));
         let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?

@@ -122,7 +122,11 @@ pub(crate) struct LabelSelector {
 
 impl LabelSelector {
     pub fn parse(s: &str) -> Result<Self, ApiError> {
-        let bad = || ApiError::bad_request(format!("unable to parse requirement: invalid label selector {s:?}"));
+        let bad = || {
+            ApiError::bad_request(format!(
+                "unable to parse requirement: invalid label selector {s:?}"
+            ))
+        };
         let mut parts = Vec::new();
         let (mut depth, mut start) = (0i32, 0usize);
         for (i, c) in s.char_indices() {
@@ -140,7 +144,11 @@ impl LabelSelector {
         let mut terms = Vec::new();
         for p in parts.into_iter().map(str::trim).filter(|p| !p.is_empty()) {
             let set = |rest: &str| -> Result<Vec<String>, ApiError> {
-                let inner = rest.trim().strip_prefix('(').and_then(|r| r.strip_suffix(')')).ok_or_else(bad)?;
+                let inner = rest
+                    .trim()
+                    .strip_prefix('(')
+                    .and_then(|r| r.strip_suffix(')'))
+                    .ok_or_else(bad)?;
                 Ok(inner.split(',').map(|v| v.trim().to_owned()).collect())
             };
             let term = if let Some((k, v)) = p.split_once("!=") {
@@ -155,7 +163,10 @@ impl LabelSelector {
                 LabelTerm::In(k.trim().into(), set(rest)?)
             } else if let Some(k) = p.strip_prefix('!') {
                 LabelTerm::NotExists(k.trim().into())
-            } else if p.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c)) {
+            } else if p
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
+            {
                 LabelTerm::Exists(p.into())
             } else {
                 return Err(bad());
@@ -189,7 +200,8 @@ pub(crate) fn dns1123_subdomain(name: &str) -> Result<(), String> {
     }
     let label_ok = |l: &str| {
         !l.is_empty()
-            && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             && !l.starts_with('-')
             && !l.ends_with('-')
     };
@@ -240,8 +252,16 @@ pub(crate) fn unknown_fields(v: &Value) -> Vec<String> {
         }
     };
     check(v.as_object(), LEASE_FIELDS, "");
-    check(v.get("metadata").and_then(Value::as_object), META_FIELDS, "metadata.");
-    check(v.get("spec").and_then(Value::as_object), SPEC_FIELDS, "spec.");
+    check(
+        v.get("metadata").and_then(Value::as_object),
+        META_FIELDS,
+        "metadata.",
+    );
+    check(
+        v.get("spec").and_then(Value::as_object),
+        SPEC_FIELDS,
+        "spec.",
+    );
     out
 }
 
@@ -299,7 +319,10 @@ pub(crate) fn lease_spec_errors(lease: &Lease) -> Vec<(String, &'static str, Str
             format!("Unsupported value: \"{s}\": supported values: \"OldestEmulationVersion\""),
         ));
     }
-    if spec.preferred_holder.as_deref().is_some_and(|p| !p.is_empty())
+    if spec
+        .preferred_holder
+        .as_deref()
+        .is_some_and(|p| !p.is_empty())
         && spec.strategy.as_deref().is_none_or(str::is_empty)
     {
         errs.push((
@@ -330,7 +353,11 @@ mod tests {
         assert!(!f.matches("b", "a"));
         assert!(FieldSelector::parse("spec.holderIdentity=x").is_err());
         let l = LabelSelector::parse("app=vip,tier in (a, b),!gone").unwrap();
-        let labels: BTreeMap<_, _> = [("app".to_owned(), "vip".to_owned()), ("tier".into(), "b".into())].into();
+        let labels: BTreeMap<_, _> = [
+            ("app".to_owned(), "vip".to_owned()),
+            ("tier".into(), "b".into()),
+        ]
+        .into();
         assert!(l.matches(Some(&labels)));
         assert!(!l.matches(None));
     }
@@ -347,7 +374,10 @@ mod tests {
     #[test]
     fn merge() {
         let mut t = serde_json::json!({"a": {"b": 1, "c": 2}, "d": 3});
-        merge_patch(&mut t, &serde_json::json!({"a": {"b": null, "e": 4}, "d": [1]}));
+        merge_patch(
+            &mut t,
+            &serde_json::json!({"a": {"b": null, "e": 4}, "d": [1]}),
+        );
         assert_eq!(t, serde_json::json!({"a": {"c": 2, "e": 4}, "d": [1]}));
     }
 }

@@ -74,9 +74,9 @@ pub struct ElectionConfig {
 }
 
 /// Proposed defaults; see the module docs / report.
-pub const DEFAULT_LEASE_DURATION: Duration = Duration::from_secs(5);
-pub const DEFAULT_RENEW_DEADLINE: Duration = Duration::from_secs(3);
-pub const DEFAULT_RETRY_PERIOD: Duration = Duration::from_secs(1);
+pub const DEFAULT_LEASE_DURATION: Duration = Duration::from_secs(3);
+pub const DEFAULT_RENEW_DEADLINE: Duration = Duration::from_secs(2);
+pub const DEFAULT_RETRY_PERIOD: Duration = Duration::from_millis(500);
 pub const DEFAULT_LEASE_NAME: &str = "vip-control-plane";
 pub const DEFAULT_NAMESPACE: &str = "kube-system";
 

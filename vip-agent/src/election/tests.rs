@@ -148,8 +148,15 @@ struct Node {
     task: JoinHandle<Result<(), ElectionError>>,
 }
 
+/// The timings these tests were written for (kube-vip's 5 s / 3 s / 1 s);
+/// the agent's own defaults are faster, the properties are the same.
 fn cfg(identity: &str) -> ElectionConfig {
-    ElectionConfig::new(identity)
+    ElectionConfig {
+        lease_duration: Duration::from_secs(5),
+        renew_deadline: Duration::from_secs(3),
+        retry_period: Duration::from_secs(1),
+        ..ElectionConfig::new(identity)
+    }
 }
 
 fn spawn_node(
