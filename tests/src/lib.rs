@@ -4,3 +4,4 @@ pub mod packet_socket;
 pub mod topology;
 pub mod lease_server;
 pub mod agent;
+pub mod lab;
