@@ -32,6 +32,21 @@ fn prefix_len(ip: IpAddr) -> u8 {
     if ip.is_ipv4() { 32 } else { 128 }
 }
 
+/// Whether `a` and `b` share their first `plen` bits (same family only).
+pub fn same_prefix(a: IpAddr, b: IpAddr, plen: u8) -> bool {
+    match (a, b) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(plen.min(32))).unwrap_or(0);
+            u32::from(a) & mask == u32::from(b) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(b)) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(plen.min(128))).unwrap_or(0);
+            u128::from(a) & mask == u128::from(b) & mask
+        }
+        _ => false,
+    }
+}
+
 fn errno(e: &rtnetlink::Error) -> Option<i32> {
     match e {
         rtnetlink::Error::NetlinkError(msg) => msg.code.map(|c| -c.get()),
@@ -77,6 +92,27 @@ impl Addresses {
         }
     }
 
+    /// Whether `ip` lies inside a subnet of an address configured on the
+    /// interface (not counting a VIP's own /32 or /128).
+    pub async fn on_link(&self, ip: IpAddr) -> Result<bool, AddrError> {
+        let mut stream = self.handle.address().get().set_link_index_filter(self.ifindex).execute();
+        while let Some(msg) = stream.try_next().await.map_err(|source| AddrError::List { ifindex: self.ifindex, source })? {
+            let plen = msg.header.prefix_len;
+            let full = if ip.is_ipv4() { 32 } else { 128 };
+            if plen == full {
+                continue;
+            }
+            for attr in &msg.attributes {
+                if let AddressAttribute::Address(a) | AddressAttribute::Local(a) = attr {
+                    if same_prefix(*a, ip, plen) {
+                        return Ok(true);
+                    }
+                }
+            }
+        }
+        Ok(false)
+    }
+
     /// Whether `ip` is configured on the interface (any prefix length).
     pub async fn has(&self, ip: IpAddr) -> Result<bool, AddrError> {
         Ok(self.find(ip).await?.is_some())
@@ -96,5 +132,21 @@ impl Addresses {
             .map_err(|source| AddrError::List { ifindex: self.ifindex, source })?;
         debug!(%ip, present = found.is_some(), "address lookup");
         Ok(found)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(same_prefix(ip("192.0.2.1"), ip("192.0.2.100"), 24));
+        assert!(!same_prefix(ip("192.0.2.1"), ip("198.51.100.1"), 24));
+        assert!(same_prefix(ip("192.0.2.1"), ip("10.0.0.1"), 0));
+        assert!(same_prefix(ip("2001:db8::1"), ip("2001:db8::100"), 64));
+        assert!(!same_prefix(ip("2001:db8::1"), ip("2001:db8:1::1"), 64));
+        assert!(!same_prefix(ip("2001:db8::1"), ip("192.0.2.1"), 0));
     }
 }

@@ -23,8 +23,14 @@ use crate::node::Node;
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     args.validate()?;
     let identity = args.identity()?;
-    // Bind the metrics port before touching the system: a port clash fails fast.
+    // Everything that can fail on bad input is checked before the system is
+    // touched: the metrics port, and the kubeconfig (read and parsed here).
     let metrics_listener = metrics::bind(&args.metrics_addr).await?;
+    let client = if args.no_election {
+        None
+    } else {
+        Some(election::client::build_client(&args.client_options()?).await?)
+    };
     let pin_dir = args.pin_dir.clone().unwrap_or_else(|| dataplane::default_pin_dir(&args.interface));
     let dp_cfg = DataplaneConfig {
         ifname: args.interface.clone(),
@@ -48,6 +54,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         repeat_interval: args.announce_interval,
         refresh_interval: args.announce_refresh,
     };
+    for ip in &args.addresses {
+        if !addresses.on_link(*ip).await.unwrap_or(true) {
+            warn!(
+                vip = %ip,
+                interface = %args.interface,
+                "the VIP is not inside any subnet configured on the interface: clients on this segment \
+                 will not ARP/NS for it unless they route it here; check --address and --interface"
+            );
+        }
+    }
     let node = Arc::new(Node::new(dataplane, addresses, args.addresses.clone(), &adopted.vips, announce_tx).await?);
 
     let shutdown = CancellationToken::new();
@@ -71,10 +87,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     });
     let counters_task = tokio::spawn(poll_counters(node.clone(), counters_tx, shutdown.clone()));
 
-    let result = if args.no_election {
-        run_without_election(&node, &args, &shutdown, &status_tx).await
-    } else {
-        run_election(&node, &args, shutdown.clone(), status_tx).await
+    let result = match client {
+        None => run_without_election(&node, &args, &shutdown, &status_tx).await,
+        Some(client) => run_election(&node, &args, client, shutdown.clone(), status_tx).await,
     };
     if let Err(e) = &result {
         warn!(error = %format!("{e:#}"), "stopping after an error");
@@ -96,9 +111,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     result.and(stop)
 }
 
-async fn run_election(node: &Arc<Node>, args: &RunArgs, shutdown: CancellationToken, status: watch::Sender<Status>) -> anyhow::Result<()> {
+async fn run_election(
+    node: &Arc<Node>,
+    args: &RunArgs,
+    client: kube::Client,
+    shutdown: CancellationToken,
+    status: watch::Sender<Status>,
+) -> anyhow::Result<()> {
     let cfg = args.election_config()?;
-    let client = election::client::build_client(&args.client_options()?).await?;
     let store = KubeLeaseStore::new(client.clone(), &cfg.namespace, &cfg.lease_name);
     let (health_tx, health_rx) = watch::channel(true);
     let probe = KubeProbe { client, path: args.health_path.clone() };
