@@ -338,3 +338,19 @@ async fn wall_clock_far_off_changes_nothing() {
     stop_all(nodes).await;
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rbac_forbidden_never_leads_and_says_how_to_fix() {
+    let server = LeaseServer::start(LeaseServerOptions::default()).await.unwrap();
+    let dir = tempdir::Dir::new();
+    let kc = dir.0.join("kubeconfig");
+    server.write_kubeconfig(&kc).unwrap();
+    server.forbid("denied");
+    let mut n = spawn(&server, &kc, "denied", None).await;
+    let r = tokio::time::timeout(Duration::from_secs(5), n.task.take().unwrap()).await.expect("returns").unwrap();
+    let e = r.expect_err("a 403 must stop the elector").to_string();
+    assert!(e.contains("forbidden") && e.contains("leases") && e.contains("RBAC"), "{e}");
+    assert!(n.fence.intervals(MonoTime::now()).is_empty(), "a forbidden node must never answer");
+    assert_eq!(holder(&server).await, None);
+    server.shutdown().await;
+}
