@@ -103,10 +103,10 @@ impl Addresses {
                 continue;
             }
             for attr in &msg.attributes {
-                if let AddressAttribute::Address(a) | AddressAttribute::Local(a) = attr {
-                    if same_prefix(*a, ip, plen) {
-                        return Ok(true);
-                    }
+                if let AddressAttribute::Address(a) | AddressAttribute::Local(a) = attr
+                    && same_prefix(*a, ip, plen)
+                {
+                    return Ok(true);
                 }
             }
         }

@@ -217,12 +217,12 @@ pub const KUBE_VIP_ENV: &[(&str, &str)] = &[
 /// Copies kube-vip environment variables to our names (before clap parses).
 pub fn import_kube_vip_env() {
     for (theirs, ours) in KUBE_VIP_ENV {
-        if std::env::var_os(ours).is_none() {
-            if let Some(v) = std::env::var_os(theirs) {
-                // SAFETY: called at the very start of main, before any thread
-                // (tokio runtime included) exists.
-                unsafe { std::env::set_var(ours, v) };
-            }
+        if std::env::var_os(ours).is_none()
+            && let Some(v) = std::env::var_os(theirs)
+        {
+            // SAFETY: called at the very start of main, before any thread
+            // (tokio runtime included) exists.
+            unsafe { std::env::set_var(ours, v) };
         }
     }
 }

@@ -288,9 +288,10 @@ fn kernel_agrees_with_the_host_model_on_mutated_frames() {
     }
 }
 
-/// Average kernel-measured run time over `runs` single runs. With `repeat`
-/// > 1 the kernel re-runs the program on the frame it already rewrote (the
-/// reply, which is then passed), so answered frames are timed one by one.
+/// Average kernel-measured run time over `runs` single runs. With a repeat
+/// count above 1 the kernel re-runs the program on the frame it already
+/// rewrote (the reply, which is then passed), so answered frames are timed
+/// one by one.
 fn mean_ns(p: &mut Prog, frame: &[u8], want: u32, runs: u32) -> f64 {
     let mut total = std::time::Duration::ZERO;
     for _ in 0..runs {
