@@ -207,3 +207,19 @@ fn every_single_bit_flip_of_a_request_is_handled_without_panic() {
         }
     }
 }
+
+#[test]
+fn one_tag_of_either_kind_is_handled_and_two_are_passed() {
+    let base = arp_request(PEER_MAC, PEER4, VIP4, Some(0x0064));
+    let mut qinq_outer = base.clone();
+    qinq_outer[12..14].copy_from_slice(&[0x88, 0xa8]);
+    let (o, out) = run(qinq_outer, &active());
+    assert_eq!(o, Outcome::Answered(Proto::Arp));
+    assert_eq!(&out[12..14], &[0x88, 0xa8], "the 802.1ad tag is kept");
+    // Two tags: the inner ethertype is a tag again; not parsed, passed.
+    let mut two = base[..16].to_vec();
+    two.extend_from_slice(&[0x81, 0x00, 0x00, 0x07]);
+    two.extend_from_slice(&base[16..]);
+    two[12..14].copy_from_slice(&[0x88, 0xa8]);
+    expect_pass(two, &active(), PassReason::OtherProtocol);
+}
