@@ -210,3 +210,62 @@ fn no_election_skb_mode() {
 fn no_election_native_mode() {
     scenario("native");
 }
+
+/// SIGKILL leaves the pinned fence behind: the program stays attached and
+/// falls silent at its deadline although the address is still configured (the
+/// kernel does not answer either). A restarted agent adopts the pins, removes
+/// the stale address before it competes, and serves again.
+#[test]
+fn crash_leaves_the_fence_and_a_restart_adopts_it() {
+    if let Err(why) = require_root() {
+        eprintln!("skipping: {why}");
+        return;
+    }
+    let pair = Pair::new().expect("veth pair");
+    let (node, client) = (pair.a(), pair.b());
+    let pins = PinDirGuard::new("adopt");
+    let args: Vec<String> = [
+        "run", "--interface", node.ifname(), "--address", "192.0.2.100", "--no-election", "--xdp-mode", "skb",
+        "--pin-dir", &pins.path().display().to_string(), "--renew-deadline", "1s", "--retry-period", "200ms",
+        "--metrics-addr", "",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let bin = Path::new(env!("CARGO_BIN_EXE_vip-agent"));
+    let mut first = Agent::spawn("first", node.ns(), bin, &args).expect("spawn");
+    first.wait_for_log("leading", Duration::from_secs(10)).expect("leading");
+    let sock = client.packet_socket(EtherType::Arp).unwrap();
+    assert_eq!(ask_arp(&sock, client, Duration::from_millis(300)).len(), 1);
+
+    first.kill();
+    let killed = Instant::now();
+    assert!(has_xdp(node), "the pinned link keeps the program attached after SIGKILL");
+    assert!(has_address(node, "192.0.2.100"), "a killed agent cannot remove its address");
+    assert!(pins.path().join("link").exists() && pins.path().join("VIPS").exists());
+    let mut silent_after = None;
+    while killed.elapsed() < Duration::from_secs(3) {
+        if ask_arp(&sock, client, Duration::from_millis(50)).is_empty() {
+            silent_after = Some(killed.elapsed());
+            break;
+        }
+    }
+    let silent_after = silent_after.expect("the fence expires by itself");
+    assert!(silent_after <= Duration::from_millis(1300), "{silent_after:?}");
+    for _ in 0..3 {
+        assert!(ask_arp(&sock, client, Duration::from_millis(100)).is_empty(), "stale address must stay silent");
+    }
+    eprintln!("killed agent's fence fell silent {silent_after:?} after SIGKILL (renew deadline 1s)");
+
+    let mut second = Agent::spawn("second", node.ns(), bin, &args).expect("respawn");
+    second.wait_for_log("leading", Duration::from_secs(10)).expect("leading again");
+    let log = second.log();
+    let pos = |needle: &str| log.iter().position(|l| l.contains(needle));
+    let adopted = pos("adopted").expect("adoption logged");
+    let removed = pos("removed a stale VIP address").expect("stale address removal logged");
+    let leading = pos("leading").unwrap();
+    assert!(adopted < removed && removed < leading, "order: adopt, remove stale address, then lead:\n{}", log.join("\n"));
+    assert_eq!(ask_arp(&sock, client, Duration::from_millis(300)).len(), 1, "serves again");
+    assert!(second.stop(Duration::from_secs(5)).unwrap().success());
+    assert!(!has_xdp(node) && !has_address(node, "192.0.2.100") && !pins.path().exists());
+}
