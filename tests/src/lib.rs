@@ -5,3 +5,5 @@ pub mod topology;
 pub mod lease_server;
 pub mod agent;
 pub mod lab;
+pub mod keepalived;
+pub mod bench;

@@ -10,4 +10,5 @@ pub mod config;
 pub mod dataplane;
 pub mod node;
 pub mod election;
+pub mod manifest;
 pub mod metrics;

@@ -41,8 +41,22 @@ enum Cmd {
         #[arg(last = true)]
         args: Vec<String>,
     },
-    /// The quick start: one node in a namespace answering ARP/NS for a VIP.
+    /// Build the container image (static musl binary, FROM scratch, buildah) and
+    /// print its name [default: localhost/vip-agent:<version>]. Not part of `test`.
+    Image {
+        /// Image name.
+        #[arg(long)]
+        tag: Option<String>,
+    },
+    /// The lab, live: 3 nodes, a client and a Lease server in namespaces; crash and
+    /// gracefully stop the leader, print each failover's timeline and outage (root).
     Demo,
+    /// Fuzz the shared packet logic with cargo-fuzz (libFuzzer) for a while.
+    Fuzz {
+        /// How long to fuzz.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -61,6 +75,14 @@ fn main() -> anyhow::Result<()> {
         Cmd::Test { args } => {
             setup()?;
             test(&args)
+        }
+        Cmd::Fuzz { seconds } => {
+            setup()?;
+            fuzz(seconds)
+        }
+        Cmd::Image { tag } => {
+            setup()?;
+            image(tag)
         }
         Cmd::Demo => {
             setup()?;
@@ -151,5 +173,115 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
 }
 
 fn demo() -> anyhow::Result<()> {
-    run(Command::new(env!("CARGO")).current_dir(root()).args(["run", "--quiet", "-p", "vip-lab", "--bin", "vip-lab", "--", "demo"]))
+    // Build both binaries first (the agent embeds a freshly built XDP object),
+    // then run the lab with exactly that agent.
+    run(Command::new(env!("CARGO")).current_dir(root()).args(["build", "-p", "vip-agent", "-p", "vip-lab", "--bins"]))?;
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
+    let bin_dir = if target.is_absolute() { target } else { root().join(target) }.join("debug");
+    let lab = bin_dir.join("vip-lab");
+    let agent = bin_dir.join("vip-agent");
+    let mut cmd = Command::new(&lab);
+    cmd.arg("demo").env("VIP_AGENT_BIN", &agent);
+    if !nix_is_root() {
+        // Namespaces, XDP and bpffs need root: re-run the lab through sudo.
+        cmd = Command::new("sudo");
+        cmd.arg("--preserve-env=VIP_AGENT_BIN,RUST_LOG").arg(&lab).arg("demo").env("VIP_AGENT_BIN", &agent);
+    }
+    run(&mut cmd)
+}
+
+fn fuzz(seconds: u64) -> anyhow::Result<()> {
+    let toolchain = ebpf_build::toolchain().map_err(anyhow::Error::msg)?;
+    if output_ok(Command::new("cargo-fuzz").arg("--version")).is_none() {
+        eprintln!("fuzz: installing cargo-fuzz");
+        run(Command::new("rustup").args(["run", &toolchain, "cargo", "install", "cargo-fuzz", "--locked"]))?;
+    }
+    let corpus = root().join("fuzz/corpus/process");
+    run(Command::new(env!("CARGO"))
+        .current_dir(root())
+        .args(["run", "--quiet", "-p", "vip-common", "--features", "host", "--example", "fuzz_seeds", "--"])
+        .arg(&corpus))?;
+    run(Command::new("rustup")
+        .current_dir(root().join("fuzz"))
+        .args(["run", &toolchain, "cargo", "fuzz", "run", "process", "--"])
+        .arg(format!("-max_total_time={seconds}")))
+}
+
+/// Target of the static binary in the image.
+const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
+
+/// `cargo xtask image`: the static (musl) agent in a FROM-scratch image built
+/// by buildah from deploy/Containerfile. Prints the image name on stdout.
+fn image(tag: Option<String>) -> anyhow::Result<()> {
+    let version = env!("CARGO_PKG_VERSION");
+    let tag = tag.unwrap_or_else(|| format!("localhost/vip-agent:{version}"));
+    let missing: Vec<&str> = [("musl-tools", "/usr/bin/musl-gcc"), ("buildah", "/usr/bin/buildah")]
+        .iter()
+        .filter(|(_, f)| !Path::new(f).exists())
+        .map(|(p, _)| *p)
+        .collect();
+    if !missing.is_empty() {
+        if !nix_is_root() {
+            bail!("image: missing Debian packages {missing:?}; install them as root: apt-get install {}", missing.join(" "));
+        }
+        eprintln!("image: installing Debian packages {missing:?}");
+        run(Command::new("apt-get").arg("update").arg("-qq"))?;
+        run(Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    }
+    let installed = output_ok(Command::new("rustup").current_dir(root()).args(["target", "list", "--installed"]));
+    if !installed.is_some_and(|l| l.lines().any(|t| t.trim() == MUSL_TARGET)) {
+        eprintln!("image: adding the {MUSL_TARGET} target");
+        run(Command::new("rustup").current_dir(root()).args(["target", "add", MUSL_TARGET]))?;
+    }
+    // The build script still builds the eBPF object with the pinned nightly
+    // and embeds it: the object does not depend on the host target.
+    let started = Instant::now();
+    run(Command::new(env!("CARGO"))
+        .current_dir(root())
+        .args(["build", "--release", "-p", "vip-agent", "--bin", "vip-agent", "--target", MUSL_TARGET])
+        .env(format!("CC_{}", MUSL_TARGET.replace('-', "_")), "musl-gcc"))?;
+    let build_secs = started.elapsed().as_secs_f64();
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
+    let target = if target.is_absolute() { target } else { root().join(target) };
+    let binary = target.join(MUSL_TARGET).join("release").join("vip-agent");
+    let elf = std::fs::read(&binary).with_context(|| format!("reading {}", binary.display()))?;
+    if elf_has_interpreter(&elf) {
+        bail!("{} is dynamically linked; FROM scratch needs a static binary", binary.display());
+    }
+    // A one-file build context: buildah never walks the workspace's target/.
+    let context = target.join("image-context");
+    std::fs::create_dir_all(&context)?;
+    std::fs::copy(&binary, context.join("vip-agent")).context("staging the binary")?;
+    let started = Instant::now();
+    run(Command::new("buildah")
+        .current_dir(root())
+        .args(["--storage-driver", "vfs", "bud", "--build-arg", &format!("VERSION={version}"), "-t", &tag])
+        .args(["-f", "deploy/Containerfile"])
+        .arg(&context)
+        .stdout(std::io::stderr()))?;
+    let size = output_ok(Command::new("buildah").args(["--storage-driver", "vfs", "images", "--format", "{{.Size}}", &tag]))
+        .unwrap_or_default();
+    eprintln!(
+        "image: binary {} bytes built in {build_secs:.0} s, image built in {:.1} s, size {}",
+        elf.len(),
+        started.elapsed().as_secs_f64(),
+        size.trim()
+    );
+    println!("{tag}");
+    Ok(())
+}
+
+/// Whether an ELF64 little-endian file has a PT_INTERP program header
+/// (a dynamic loader it needs at run time).
+fn elf_has_interpreter(elf: &[u8]) -> bool {
+    let u16_at = |o: usize| elf.get(o..o + 2).map_or(0, |b| u16::from_le_bytes([b[0], b[1]]) as usize);
+    let u64_at = |o: usize| elf.get(o..o + 8).map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as usize);
+    if elf.get(..4) != Some(b"\x7fELF") {
+        return false;
+    }
+    let (phoff, phentsize, phnum) = (u64_at(0x20), u16_at(0x36), u16_at(0x38));
+    (0..phnum).any(|i| elf.get(phoff + i * phentsize..phoff + i * phentsize + 4) == Some(&3u32.to_le_bytes()[..]))
 }

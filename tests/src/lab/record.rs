@@ -66,7 +66,12 @@ pub struct RunRecord {
 /// before the fault to the first success after it, minus nothing. `None` if
 /// no success is seen after the fault (the VIP never came back).
 pub fn outage(successes: &[Duration], fault_at: Duration) -> Option<Duration> {
-    let before = successes.iter().filter(|t| **t <= fault_at).max().copied().unwrap_or(Duration::ZERO);
+    let before = successes
+        .iter()
+        .filter(|t| **t <= fault_at)
+        .max()
+        .copied()
+        .unwrap_or(Duration::ZERO);
     // The longest gap between consecutive successes after `before`.
     let mut after: Vec<Duration> = successes.iter().filter(|t| **t > before).copied().collect();
     after.sort();
@@ -81,12 +86,20 @@ pub fn outage(successes: &[Duration], fault_at: Duration) -> Option<Duration> {
 impl RunRecord {
     /// Probe send times that got at least one reply.
     pub fn arp_successes(&self) -> Vec<Duration> {
-        self.arp.iter().filter(|p| !p.replies.is_empty()).map(|p| p.sent).collect()
+        self.arp
+            .iter()
+            .filter(|p| !p.replies.is_empty())
+            .map(|p| p.sent)
+            .collect()
     }
 
     /// Connect start times that succeeded.
     pub fn tcp_successes(&self) -> Vec<Duration> {
-        self.tcp.iter().filter(|a| a.node.is_some()).map(|a| a.started).collect()
+        self.tcp
+            .iter()
+            .filter(|a| a.node.is_some())
+            .map(|a| a.started)
+            .collect()
     }
 
     /// Longest ARP silence around the fault (see [`outage`]).
@@ -108,7 +121,10 @@ impl RunRecord {
 
     /// The node whose MAC answered a reply, if known.
     pub fn node_of(&self, mac: &[u8; 6]) -> Option<&str> {
-        self.nodes.iter().find(|(_, m)| m == mac).map(|(n, _)| n.as_str())
+        self.nodes
+            .iter()
+            .find(|(_, m)| m == mac)
+            .map(|(n, _)| n.as_str())
     }
 }
 
@@ -137,7 +153,10 @@ mod tests {
 
     #[test]
     fn outage_is_the_gap_around_the_fault() {
-        let s: Vec<_> = (0..100).map(|i| ms(i * 5)).filter(|t| *t < ms(200) || *t >= ms(340)).collect();
+        let s: Vec<_> = (0..100)
+            .map(|i| ms(i * 5))
+            .filter(|t| *t < ms(200) || *t >= ms(340))
+            .collect();
         assert_eq!(outage(&s, ms(198)), Some(ms(145)));
         // No gap at all: one probe interval.
         let s: Vec<_> = (0..100).map(|i| ms(i * 5)).collect();
@@ -151,7 +170,13 @@ mod tests {
     fn two_macs_in_one_window_is_split_brain() {
         let p = |t: u64, macs: &[u8]| Probe {
             sent: ms(t),
-            replies: macs.iter().map(|m| Reply { at: ms(t + 1), mac: [2, 0, 0, 0, 0, *m] }).collect(),
+            replies: macs
+                .iter()
+                .map(|m| Reply {
+                    at: ms(t + 1),
+                    mac: [2, 0, 0, 0, 0, *m],
+                })
+                .collect(),
         };
         let r = RunRecord {
             implementation: "x".into(),
@@ -160,7 +185,13 @@ mod tests {
             fault_at: ms(10),
             probe_interval: ms(5),
             nodes: vec![("n1".into(), [2, 0, 0, 0, 0, 1])],
-            arp: vec![p(0, &[1]), p(5, &[1, 1]), p(10, &[]), p(15, &[1, 2]), p(20, &[2])],
+            arp: vec![
+                p(0, &[1]),
+                p(5, &[1, 1]),
+                p(10, &[]),
+                p(15, &[1, 2]),
+                p(20, &[2]),
+            ],
             tcp: vec![],
             events: vec![],
         };

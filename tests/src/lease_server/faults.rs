@@ -93,6 +93,9 @@ pub struct Faults {
     pub partitions: Vec<Partition>,
     /// Identities denied by "RBAC": every Lease request from them gets 403 Forbidden.
     pub forbidden: Vec<String>,
+    /// Identities whose health requests (`/readyz`, `/livez`, `/healthz`) get 500: the
+    /// "local API server is unhealthy" fault for agents running with `--health-check`.
+    pub unhealthy: Vec<String>,
 }
 
 impl Faults {
@@ -119,6 +122,11 @@ impl Faults {
 
     pub(crate) fn error_applies(&self, identity: Option<&str>, ip: IpAddr) -> bool {
         self.error_probability > 0.0 && applies(&self.error_targets, identity, ip)
+    }
+
+    /// Whether health requests from `identity` must fail.
+    pub fn is_unhealthy(&self, identity: Option<&str>) -> bool {
+        identity.is_some_and(|id| self.unhealthy.iter().any(|u| u == id))
     }
 
     pub(crate) fn is_forbidden(&self, identity: Option<&str>) -> bool {

@@ -361,10 +361,16 @@ async fn process(
     let (ns, name) = match route {
         Route::Version => return Ok(Reply::Json(200, version(), Vec::new())),
         Route::Health => {
+            let unhealthy = rc.shared.faults.borrow().is_unhealthy(rc.identity);
+            let (code, body): (u16, &'static [u8]) = if unhealthy {
+                (500, b"[-]etcd failed: reason withheld\nreadyz check failed")
+            } else {
+                (200, b"ok")
+            };
             let r = Response::builder()
-                .status(200)
+                .status(code)
                 .header(CONTENT_TYPE, "text/plain; charset=utf-8")
-                .body(Body::Full(Some(Bytes::from_static(b"ok"))))
+                .body(Body::Full(Some(Bytes::from_static(body))))
                 .expect("static response parts are valid");
             return Ok(Reply::Raw(r));
         }

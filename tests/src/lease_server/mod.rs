@@ -318,6 +318,23 @@ impl LeaseServer {
     /// Generates the PKI, binds the listener(s) and starts serving.
     pub async fn start(opts: LeaseServerOptions) -> Result<LeaseServerHandle, Error> {
         let listener = TcpListener::bind(opts.listen).await?;
+        Self::start_on(opts, listener).await
+    }
+
+    /// Like [`start`](Self::start) on a listener the caller bound (e.g. inside a network
+    /// namespace); `opts.listen` is ignored. The listener is made non-blocking here.
+    pub async fn start_with_listener(
+        opts: LeaseServerOptions,
+        listener: std::net::TcpListener,
+    ) -> Result<LeaseServerHandle, Error> {
+        listener.set_nonblocking(true)?;
+        Self::start_on(opts, TcpListener::from_std(listener)?).await
+    }
+
+    async fn start_on(
+        opts: LeaseServerOptions,
+        listener: TcpListener,
+    ) -> Result<LeaseServerHandle, Error> {
         let addr = listener.local_addr()?;
         let advertise = opts.advertise.unwrap_or(if addr.ip().is_unspecified() {
             IpAddr::V4(Ipv4Addr::LOCALHOST)
@@ -467,6 +484,20 @@ impl LeaseServerHandle {
     /// Makes every Lease request of `identity` answer 403 Forbidden.
     pub fn forbid(&self, identity: &str) {
         self.update_faults(|f| f.forbidden.push(identity.to_owned()));
+    }
+
+    /// Makes the health endpoints (`/readyz`, `/livez`, `/healthz`) answer 500 for `identity`.
+    pub fn fail_health(&self, identity: &str) {
+        self.update_faults(|f| {
+            if !f.unhealthy.iter().any(|u| u == identity) {
+                f.unhealthy.push(identity.to_owned());
+            }
+        });
+    }
+
+    /// Undoes [`fail_health`](Self::fail_health) for `identity`.
+    pub fn restore_health(&self, identity: &str) {
+        self.update_faults(|f| f.unhealthy.retain(|u| u != identity));
     }
 
     /// Removes every fault (held requests proceed as their partition mode says).

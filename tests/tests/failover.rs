@@ -1,0 +1,118 @@
+//! Short failover runs with real agents (defaults 3 s / 2 s / 500 ms, skb
+//! XDP), 2 repeats each: the outage stays within generous bounds, and no
+//! probe window ever sees two MACs answer for the VIP (the invariant, not
+//! generous at all).
+//!
+//! Needs root (namespaces, XDP, bpffs) and a built `vip-agent`; skips with a
+//! reason otherwise. Run with `--test-threads 1`.
+
+use std::time::Duration;
+
+use vip_lab::lab::demo::timeline_text;
+use vip_lab::lab::{Implementation, Lab, LabConfig, Scenario};
+use vip_lab::netns::require_root;
+
+const REPEATS: u32 = 2;
+
+fn skip() -> bool {
+    if let Err(why) = require_root() {
+        eprintln!("skipping: {why}");
+        return true;
+    }
+    if let Err(e) = vip_lab::agent::agent_bin() {
+        eprintln!("skipping: {e}");
+        return true;
+    }
+    false
+}
+
+async fn check(scenario: Scenario, bound: impl Fn(&Implementation) -> Duration) {
+    if skip() {
+        return;
+    }
+    let cfg = LabConfig::default();
+    let limit = bound(&cfg.implementation);
+    let mut lab = Lab::start(cfg).await.expect("lab");
+    let mut failures = Vec::new();
+    for repeat in 0..REPEATS {
+        let r = match lab.run_scenario(scenario, repeat).await {
+            Ok(r) => r,
+            Err(e) => {
+                failures.push(format!("#{repeat}: {e:#}"));
+                break;
+            }
+        };
+        eprintln!("{}", timeline_text(&r));
+        let split = r.split_brain_windows();
+        if split != 0 {
+            failures.push(format!("#{repeat}: {split} split-brain windows"));
+        }
+        for (kind, o) in [("ARP", r.arp_outage()), ("TCP", r.tcp_outage())] {
+            match o {
+                Some(o) if o <= limit => {}
+                Some(o) => failures.push(format!("#{repeat}: {kind} outage {o:?} > {limit:?}")),
+                None => failures.push(format!("#{repeat}: {kind} never recovered")),
+            }
+        }
+    }
+    lab.shutdown().await.expect("shutdown");
+    assert!(
+        failures.is_empty(),
+        "{}: {}",
+        scenario.name(),
+        failures.join("; ")
+    );
+}
+
+/// lease + retry + 1 s: the worst case of a silent leader.
+fn silent_leader(i: &Implementation) -> Duration {
+    match i {
+        Implementation::Agent { lease, retry, .. } => *lease + *retry + Duration::from_secs(1),
+        Implementation::Keepalived { advert } => *advert * 4 + Duration::from_secs(1),
+    }
+}
+
+fn one_second(_: &Implementation) -> Duration {
+    Duration::from_secs(1)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_stop() {
+    check(Scenario::GracefulStop, one_second).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash() {
+    check(Scenario::Crash, silent_leader).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn freeze() {
+    check(Scenario::Freeze, silent_leader).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn link_cut() {
+    check(Scenario::LinkCut, silent_leader).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_partition() {
+    check(Scenario::ApiPartition, silent_leader).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_fail() {
+    // Health failure is a graceful step-down (release, watch): fast once detected.
+    check(Scenario::HealthFail, one_second).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_restart() {
+    check(Scenario::RollingRestart, one_second).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_server_restart() {
+    check(Scenario::LeaseServerRestart, one_second).await;
+}
