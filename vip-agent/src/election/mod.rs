@@ -812,18 +812,57 @@ impl<S: LeaseStore, F: Fence, C: Clock> Elector<'_, S, F, C> {
             return Err(e);
         }
         if release {
+            self.release(lease).await;
+        }
+        Ok(())
+    }
+
+    /// Clears the holder so watching followers take over at once. A renew
+    /// that was in flight when we decided to stop may have committed after
+    /// `lease` was read: on a conflict, re-read and release again while the
+    /// record still names us. Bounded by [`RELEASE_TIMEOUT`] in total.
+    async fn release(&mut self, mut lease: Lease) {
+        let until = self.now().saturating_add(RELEASE_TIMEOUT);
+        loop {
+            let left = until.saturating_duration_since(self.now());
+            if left.is_zero() {
+                warn!(identity = %self.cfg.identity, "releasing the lease timed out; followers will take over after the lease duration");
+                return;
+            }
             let released = lease::release(&lease, self.clock.wall());
-            match call(&self.status, self.store.replace(&released), RELEASE_TIMEOUT).await {
+            match call(&self.status, self.store.replace(&released), left).await {
                 Ok(l) => {
                     info!(identity = %self.cfg.identity, "lease released");
                     self.observe(l);
+                    return;
+                }
+                Err(StoreError::Conflict) => {
+                    let left = until.saturating_duration_since(self.now());
+                    match call(&self.status, self.store.get(), left).await {
+                        Ok(Some(cur)) if lease::holder(&cur) == Some(self.cfg.identity.as_str()) => {
+                            debug!(identity = %self.cfg.identity, "release conflicted with our own last renew; releasing the newer record");
+                            lease = cur;
+                        }
+                        Ok(other) => {
+                            debug!(identity = %self.cfg.identity, "lease no longer ours; nothing to release");
+                            match other {
+                                Some(cur) => self.observe(cur),
+                                None => self.observe_absent(),
+                            }
+                            return;
+                        }
+                        Err(e) => {
+                            warn!(identity = %self.cfg.identity, error = %e, "releasing the lease failed; followers will take over after the lease duration");
+                            return;
+                        }
+                    }
                 }
                 Err(e) => {
-                    warn!(identity = %self.cfg.identity, error = %e, "releasing the lease failed; followers will take over after the lease duration")
+                    warn!(identity = %self.cfg.identity, error = %e, "releasing the lease failed; followers will take over after the lease duration");
+                    return;
                 }
             }
         }
-        Ok(())
     }
 
     async fn lead_phase(

@@ -834,3 +834,25 @@ async fn storm_never_two_leaders() {
     // The storm must actually move leadership around.
     assert!(takeovers > 200, "only {takeovers} leadership intervals");
 }
+
+/// A renew still in flight when the stop was decided commits after the
+/// leader last read the record (here: the record changed under it while it
+/// still names it). The release must conflict, re-read, and release the newer
+/// record, so a follower takes over at once instead of after the lease.
+#[tokio::test(start_paused = true)]
+async fn release_retries_after_a_conflict_with_our_own_newer_record() {
+    let clock = TestClock::new(Instant::now());
+    let server = MemoryServer::default();
+    let mut a = node("a", &clock, &server, true);
+    wait_leading(&mut a).await;
+    let mut b = node("b", &clock, &server, true);
+    tokio::time::sleep(Duration::from_millis(1250)).await;
+    let mut l = server.lease().expect("lease");
+    l.metadata.annotations = Some([("touched".to_string(), "yes".to_string())].into());
+    server.put(l);
+    a.shutdown.cancel();
+    a.task.await.expect("join").expect("clean stop");
+    wait_leading(&mut b).await;
+    assert_eq!(b.fence.leads()[0].0, clock.at(1.25), "taken over at once");
+    assert_eq!(lease::holder(&server.lease().expect("lease")), Some("b"));
+}
