@@ -85,7 +85,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error("keepalived {name}: no {state} state within {timeout:?} (last seen: {last}); last lines:\n{tail}")]
+    #[error(
+        "keepalived {name}: no {state} state within {timeout:?} (last seen: {last}); last lines:\n{tail}"
+    )]
     StateTimeout {
         name: String,
         state: String,
@@ -120,21 +122,22 @@ const STATES: [&str; 3] = ["MASTER", "BACKUP", "FAULT"];
 /// (`(VI_LAB) Entering MASTER STATE`, `... Entering BACKUP STATE (init)`).
 pub fn state_of_line(line: &str) -> Option<&'static str> {
     let rest = line.split("Entering ").nth(1)?;
-    STATES
-        .into_iter()
-        .find(|s| rest.strip_prefix(s).is_some_and(|r| r.starts_with(" STATE")))
+    STATES.into_iter().find(|s| {
+        rest.strip_prefix(s)
+            .is_some_and(|r| r.starts_with(" STATE"))
+    })
 }
 
 /// `advert_int` in keepalived's notation: whole seconds, or seconds with up to
 /// two decimals (VRRPv3 centiseconds), at least 10 ms, at most 40.95 s.
 pub fn advert_int(advert: Duration) -> Result<String, Error> {
-    let cs = advert.as_millis() / 10;
-    if advert.as_millis() % 10 != 0 || !(1..=4095).contains(&cs) {
+    let cs = advert.as_nanos() / 10_000_000;
+    if !advert.as_nanos().is_multiple_of(10_000_000) || !(1..=4095).contains(&cs) {
         return Err(Error::Config(format!(
             "advert {advert:?}: use a multiple of 10 ms between 10 ms and 40.95 s"
         )));
     }
-    Ok(if cs % 100 == 0 {
+    Ok(if cs.is_multiple_of(100) {
         (cs / 100).to_string()
     } else {
         format!("{}.{:02}", cs / 100, cs % 100)
@@ -250,7 +253,9 @@ impl Keepalived {
         advert: Duration,
         workdir: &Path,
     ) -> anyhow::Result<Keepalived> {
-        Ok(Self::try_spawn(name, ns, ifname, vip, priority, advert, workdir)?)
+        Ok(Self::try_spawn(
+            name, ns, ifname, vip, priority, advert, workdir,
+        )?)
     }
 
     fn try_spawn(
@@ -265,8 +270,14 @@ impl Keepalived {
         if !Path::new(KEEPALIVED_BIN).is_file() {
             return Err(Error::NotInstalled);
         }
-        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-            return Err(Error::Config(format!("node name {name:?}: use [A-Za-z0-9_-]")));
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(Error::Config(format!(
+                "node name {name:?}: use [A-Za-z0-9_-]"
+            )));
         }
         std::fs::create_dir_all(workdir).map_err(|source| Error::Write {
             path: workdir.to_owned(),
@@ -285,13 +296,24 @@ impl Keepalived {
             path: conf.clone(),
             source,
         })?;
-        let files = vec![conf.clone(), pid.clone(), vrrp_pid.clone(), check_pid.clone(), bfd_pid.clone()];
+        let files = vec![
+            conf.clone(),
+            pid.clone(),
+            vrrp_pid.clone(),
+            check_pid.clone(),
+            bfd_pid.clone(),
+        ];
 
         let mut cmd = Command::new("nsenter");
         cmd.arg(format!("--net={}", ns.path().display()))
             .arg("--")
             .arg(KEEPALIVED_BIN)
-            .args(["--dont-fork", "--log-console", "--log-detail", "--no-syslog"])
+            .args([
+                "--dont-fork",
+                "--log-console",
+                "--log-detail",
+                "--no-syslog",
+            ])
             .args(["--vrrp", "--dont-respawn"])
             .arg(format!("--use-file={}", conf.display()))
             .arg(format!("--pid={}", pid.display()))
@@ -435,7 +457,9 @@ impl Keepalived {
 
     fn try_wait_for_state(&mut self, state: &str, timeout: Duration) -> Result<(), Error> {
         if !STATES.contains(&state) {
-            return Err(Error::Config(format!("state {state:?}: use one of {STATES:?}")));
+            return Err(Error::Config(format!(
+                "state {state:?}: use one of {STATES:?}"
+            )));
         }
         let deadline = Instant::now() + timeout;
         loop {
@@ -561,7 +585,13 @@ impl Drop for Keepalived {
         // A killed master leaves the VIP configured; the namespace may already
         // be gone, in which case there is nothing to remove.
         let _ = Command::new("ip")
-            .args(["-n", &self.ns_name, "addr", "del", &format!("{}/32", self.vip)])
+            .args([
+                "-n",
+                &self.ns_name,
+                "addr",
+                "del",
+                &format!("{}/32", self.vip),
+            ])
             .args(["dev", &self.ifname])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -588,16 +618,32 @@ mod tests {
 
     #[test]
     fn state_lines() {
-        assert_eq!(state_of_line("Fri Jan 1 (VI_LAB) Entering MASTER STATE"), Some("MASTER"));
-        assert_eq!(state_of_line("(VI_LAB) Entering BACKUP STATE (init)"), Some("BACKUP"));
-        assert_eq!(state_of_line("(VI_LAB) Entering FAULT STATE"), Some("FAULT"));
+        assert_eq!(
+            state_of_line("Fri Jan 1 (VI_LAB) Entering MASTER STATE"),
+            Some("MASTER")
+        );
+        assert_eq!(
+            state_of_line("(VI_LAB) Entering BACKUP STATE (init)"),
+            Some("BACKUP")
+        );
+        assert_eq!(
+            state_of_line("(VI_LAB) Entering FAULT STATE"),
+            Some("FAULT")
+        );
         assert_eq!(state_of_line("(VI_LAB) received lower priority"), None);
         assert_eq!(state_of_line("Entering MASTERFUL STATE"), None);
     }
 
     #[test]
     fn config_has_the_settings() {
-        let c = config_text("n0", "eth0", Ipv4Addr::new(192, 0, 2, 200), 100, Duration::from_millis(100)).unwrap();
+        let c = config_text(
+            "n0",
+            "eth0",
+            Ipv4Addr::new(192, 0, 2, 200),
+            100,
+            Duration::from_millis(100),
+        )
+        .unwrap();
         for want in [
             "vrrp_version 3",
             "state BACKUP",
@@ -610,6 +656,15 @@ mod tests {
         ] {
             assert!(c.contains(want), "{want} missing in\n{c}");
         }
-        assert!(config_text("n0", "eth0", Ipv4Addr::LOCALHOST, 255, Duration::from_secs(1)).is_err());
+        assert!(
+            config_text(
+                "n0",
+                "eth0",
+                Ipv4Addr::LOCALHOST,
+                255,
+                Duration::from_secs(1)
+            )
+            .is_err()
+        );
     }
 }

@@ -22,6 +22,12 @@ pub struct Cli {
 pub enum Command {
     /// Run the agent on this node.
     Run(Box<RunArgs>),
+    /// Print a manifest: the static pod for /etc/kubernetes/manifests/ (like
+    /// `kube-vip manifest pod`, takes every `run` flag) or the Lease RBAC.
+    Manifest {
+        #[command(subcommand)]
+        kind: crate::manifest::ManifestKind,
+    },
 }
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {

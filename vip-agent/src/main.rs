@@ -9,6 +9,19 @@ use clap::Parser;
 fn main() -> ExitCode {
     config::import_kube_vip_env();
     let cli = config::Cli::parse();
+    if let config::Command::Manifest { kind } = &cli.command {
+        // Printed as is (it ends in a newline): byte-identical to deploy/.
+        return match vip_agent::manifest::render(kind) {
+            Ok(yaml) => {
+                print!("{yaml}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -25,6 +38,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         config::Command::Run(args) => runtime.block_on(agent::run(*args)),
+        config::Command::Manifest { .. } => unreachable!("printed above"),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -91,3 +91,17 @@ fn kube_vip_environment_names_are_understood() {
     // It got as far as looking the interface up: both settings were taken from kube-vip's names.
     assert!(err.contains("vip-no-such-if"), "{err}");
 }
+
+#[test]
+fn manifest_pod_through_the_binary() {
+    let out = Command::new(env!("CARGO_BIN_EXE_vip-agent"))
+        .args(["manifest", "pod", "--interface", "eth0", "--address", "192.0.2.10"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let yaml = String::from_utf8_lossy(&out.stdout);
+    assert!(yaml.contains("kind: Pod") && yaml.contains("192.0.2.10") && yaml.contains("/sys/fs/bpf"), "{yaml}");
+    let (ok, err) = agent(&["manifest", "pod", "--interface", "eth0", "--address", "192.0.2.10", "--renew-deadline", "5s"]);
+    assert!(!ok);
+    assert!(err.contains("--renew-deadline"), "{err}");
+}

@@ -16,6 +16,7 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("iputils-arping", "/usr/bin/arping"),
     ("ethtool", "/usr/sbin/ethtool"),
     ("util-linux", "/usr/bin/nsenter"),
+    ("keepalived", "/usr/sbin/keepalived"),
 ];
 
 #[derive(Parser)]
@@ -51,6 +52,14 @@ enum Cmd {
     /// The lab, live: 3 nodes, a client and a Lease server in namespaces; crash and
     /// gracefully stop the leader, print each failover's timeline and outage (root).
     Demo,
+    /// Benchmarks (root): `bench failover [--repeats R] [--out DIR] [--scenario NAME ...]
+    /// [--implementation NAME ...]` runs vip-agent and keepalived side by side in the
+    /// lab (release builds) and writes results/<timestamp>/; see `vip-lab bench failover --help`.
+    Bench {
+        /// Arguments for `vip-lab bench`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+        args: Vec<String>,
+    },
     /// Fuzz the shared packet logic with cargo-fuzz (libFuzzer) for a while.
     Fuzz {
         /// How long to fuzz.
@@ -87,6 +96,10 @@ fn main() -> anyhow::Result<()> {
         Cmd::Demo => {
             setup()?;
             demo()
+        }
+        Cmd::Bench { args } => {
+            setup()?;
+            bench(&args)
         }
     }
 }
@@ -162,8 +175,14 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
     // config, election state machine), the eBPF program under BPF_PROG_TEST_RUN,
     // the Lease server, and the namespace tests. Namespace tests share the
     // machine's network state, so they run one at a time.
+    // The lab tests drive real agent processes: build the binary first and
+    // name it, so they run the agent of this very tree.
+    run(Command::new(env!("CARGO")).current_dir(root()).args(["build", "-p", "vip-agent", "--bins"]))?;
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
+    let agent = if target.is_absolute() { target } else { root().join(target) }.join("debug/vip-agent");
     run(Command::new(env!("CARGO"))
         .current_dir(root())
+        .env("VIP_AGENT_BIN", &agent)
         .args(["test", "--workspace", "--no-fail-fast"])
         .arg("--")
         .args(["--test-threads", "1"])
@@ -187,6 +206,28 @@ fn demo() -> anyhow::Result<()> {
         cmd = Command::new("sudo");
         cmd.arg("--preserve-env=VIP_AGENT_BIN,RUST_LOG").arg(&lab).arg("demo").env("VIP_AGENT_BIN", &agent);
     }
+    run(&mut cmd)
+}
+
+fn bench(args: &[String]) -> anyhow::Result<()> {
+    // Release builds: timings of the agent, not of debug code. The agent embeds
+    // a freshly built XDP object; the lab runs exactly that agent.
+    run(Command::new(env!("CARGO"))
+        .current_dir(root())
+        .args(["build", "--release", "-p", "vip-agent", "-p", "vip-lab", "--bins"]))?;
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
+    let bin_dir = if target.is_absolute() { target } else { root().join(target) }.join("release");
+    let lab = bin_dir.join("vip-lab");
+    let agent = bin_dir.join("vip-agent");
+    let mut cmd = if nix_is_root() {
+        Command::new(&lab)
+    } else {
+        // Namespaces, XDP and bpffs need root: run the lab through sudo.
+        let mut c = Command::new("sudo");
+        c.arg("--preserve-env=VIP_AGENT_BIN,RUST_LOG").arg(&lab);
+        c
+    };
+    cmd.arg("bench").args(args).env("VIP_AGENT_BIN", &agent);
     run(&mut cmd)
 }
 
@@ -254,7 +295,12 @@ fn image(tag: Option<String>) -> anyhow::Result<()> {
     // A one-file build context: buildah never walks the workspace's target/.
     let context = target.join("image-context");
     std::fs::create_dir_all(&context)?;
-    std::fs::copy(&binary, context.join("vip-agent")).context("staging the binary")?;
+    let staged = context.join("vip-agent");
+    std::fs::copy(&binary, &staged).context("staging the binary")?;
+    // Symbols are a third of the binary; panics still print messages without them.
+    if output_ok(Command::new("strip").arg(&staged)).is_none() {
+        eprintln!("image: `strip` failed or is missing (binutils): the image keeps the symbols");
+    }
     let started = Instant::now();
     run(Command::new("buildah")
         .current_dir(root())

@@ -10,6 +10,7 @@
 //! `timeline-<scenario>.png`. `results.json` is also written after each
 //! implementation, so an interrupted benchmark leaves what it measured.
 
+pub mod cli;
 pub mod plot;
 pub mod report;
 
@@ -62,7 +63,10 @@ pub fn applicable(implementation: &Implementation, scenarios: &[Scenario]) -> Ve
     scenarios
         .iter()
         .copied()
-        .filter(|s| !matches!(implementation, Implementation::Keepalived { .. }) || s.applies_to_keepalived())
+        .filter(|s| {
+            !matches!(implementation, Implementation::Keepalived { .. })
+                || s.applies_to_keepalived()
+        })
         .collect()
 }
 
@@ -165,12 +169,19 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<BenchReport> {
 /// [`run`], also returning the results folder.
 pub async fn run_in(opts: BenchOptions) -> anyhow::Result<(BenchReport, PathBuf)> {
     anyhow::ensure!(opts.repeats > 0, "repeats must be at least 1");
-    anyhow::ensure!(!opts.implementations.is_empty(), "no implementation selected");
+    anyhow::ensure!(
+        !opts.implementations.is_empty(),
+        "no implementation selected"
+    );
     let started = Instant::now();
     let (started_at, stamp) = utc_stamps(SystemTime::now());
     let dir = results_dir(&opts.out, &stamp)?;
     eprintln!("bench: results go to {}", dir.display());
-    let infos: Vec<ImplementationInfo> = opts.implementations.iter().map(ImplementationInfo::of).collect();
+    let infos: Vec<ImplementationInfo> = opts
+        .implementations
+        .iter()
+        .map(ImplementationInfo::of)
+        .collect();
     let mut runs = Vec::new();
     let mut failures = Vec::new();
     let meta = |took| BenchMeta {
@@ -204,8 +215,12 @@ pub async fn run_in(opts: BenchOptions) -> anyhow::Result<(BenchReport, PathBuf)
                         eprintln!(
                             "bench: {label} {} #{repeat}: ARP outage {}, TCP outage {}, split-brain windows {} ({:.1} s)",
                             scenario.name(),
-                            record.arp_outage().map_or_else(|| "never recovered".into(), report::fmt_ms),
-                            record.tcp_outage().map_or_else(|| "never recovered".into(), report::fmt_ms),
+                            record
+                                .arp_outage()
+                                .map_or_else(|| "never recovered".into(), report::fmt_ms),
+                            record
+                                .tcp_outage()
+                                .map_or_else(|| "never recovered".into(), report::fmt_ms),
                             record.split_brain_windows(),
                             t.elapsed().as_secs_f64()
                         );
@@ -234,7 +249,12 @@ pub async fn run_in(opts: BenchOptions) -> anyhow::Result<(BenchReport, PathBuf)
             .await
             .with_context(|| format!("shutting the lab for {label} down"))?;
         // Partial results, in case a later implementation is interrupted.
-        let partial = BenchReport::build(meta(started.elapsed()), infos.clone(), runs.clone(), failures.clone());
+        let partial = BenchReport::build(
+            meta(started.elapsed()),
+            infos.clone(),
+            runs.clone(),
+            failures.clone(),
+        );
         write_json(&partial, &dir)?;
     }
     let report = BenchReport::build(meta(started.elapsed()), infos, runs, failures);

@@ -92,7 +92,11 @@ fn draw_err(path: &Path, e: impl std::fmt::Display) -> PlotError {
 }
 
 /// Draw `path`: a title and one panel per (panel title, run).
-pub fn timeline(path: &Path, title: &str, panels: &[(String, &RunRecord)]) -> Result<(), PlotError> {
+pub fn timeline(
+    path: &Path,
+    title: &str,
+    panels: &[(String, &RunRecord)],
+) -> Result<(), PlotError> {
     if panels.is_empty() {
         return Err(PlotError::Empty);
     }
@@ -110,13 +114,17 @@ pub fn timeline(path: &Path, title: &str, panels: &[(String, &RunRecord)]) -> Re
     Ok(())
 }
 
-type DrawResult<T> = Result<T, DrawingAreaErrorKind<<BitMapBackend<'static> as DrawingBackend>::ErrorType>>;
+type DrawResult<T> =
+    Result<T, DrawingAreaErrorKind<<BitMapBackend<'static> as DrawingBackend>::ErrorType>>;
 
-fn panel(area: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>, name: &str, run: &RunRecord) -> DrawResult<()> {
+fn panel(
+    area: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,
+    name: &str,
+    run: &RunRecord,
+) -> DrawResult<()> {
     let fault = run.fault_at;
     let mut nodes: Vec<(String, [u8; 6])> = run.nodes.clone();
     nodes.sort();
-    let n = nodes.len();
     let known = |mac: &[u8; 6]| nodes.iter().any(|(_, m)| m == mac);
     let others = run
         .arp
@@ -125,7 +133,10 @@ fn panel(area: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>, name: &s
         .any(|r| !known(&r.mac));
     // Lanes top to bottom: one per node, "other MAC" (only if any replied),
     // "no ARP reply", "TCP".
-    let mut labels: Vec<String> = nodes.iter().map(|(name, _)| format!("ARP {name}")).collect();
+    let mut labels: Vec<String> = nodes
+        .iter()
+        .map(|(name, _)| format!("ARP {name}"))
+        .collect();
     let other_lane = others.then(|| {
         labels.push("ARP other MAC".into());
         labels.len() - 1
@@ -154,8 +165,12 @@ fn panel(area: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>, name: &s
     let pad = ((hi - lo) * 0.01).max(1.0);
     let (lo, hi) = (lo - pad, hi + pad);
 
-    let arp = run.arp_outage().map_or_else(|| "never recovered".to_owned(), fmt_ms);
-    let tcp = run.tcp_outage().map_or_else(|| "never recovered".to_owned(), fmt_ms);
+    let arp = run
+        .arp_outage()
+        .map_or_else(|| "never recovered".to_owned(), fmt_ms);
+    let tcp = run
+        .tcp_outage()
+        .map_or_else(|| "never recovered".to_owned(), fmt_ms);
     let caption = format!(
         "{name}: {} run #{}  (ARP outage {arp}, TCP outage {tcp}, split-brain windows {})",
         run.scenario,
@@ -181,6 +196,7 @@ fn panel(area: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>, name: &s
         .disable_y_mesh()
         .y_labels(lanes + 2)
         .y_label_formatter(&label_of)
+        .x_label_formatter(&|x| format!("{x:.0}"))
         .x_desc("ms since the fault")
         .x_labels(12)
         .label_style((FAMILY, 13))
@@ -218,15 +234,20 @@ fn panel(area: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>, name: &s
                 .map(|r| Circle::new((rel_ms(r.at, fault), lane_y(lane)), 2, BLACK.filled())),
         )?;
     }
-    chart.draw_series(
-        run.arp
-            .iter()
-            .filter(|p| p.replies.is_empty())
-            .map(|p| Circle::new((rel_ms(p.sent, fault), lane_y(silent_lane)), 2, FAIL_RED.filled())),
-    )?;
+    chart.draw_series(run.arp.iter().filter(|p| p.replies.is_empty()).map(|p| {
+        Circle::new(
+            (rel_ms(p.sent, fault), lane_y(silent_lane)),
+            2,
+            FAIL_RED.filled(),
+        )
+    }))?;
     chart.draw_series(run.tcp.iter().map(|a| {
         let color = if a.node.is_some() { OK_GREEN } else { FAIL_RED };
-        Circle::new((rel_ms(a.started, fault), lane_y(tcp_lane)), 3, color.filled())
+        Circle::new(
+            (rel_ms(a.started, fault), lane_y(tcp_lane)),
+            3,
+            color.filled(),
+        )
     }))?;
     Ok(())
 }

@@ -31,7 +31,12 @@ pub mod preset {
     pub const AGENT_AGGRESSIVE: &str = "agent-aggressive";
     pub const KEEPALIVED_DEFAULT: &str = "keepalived-default";
     pub const KEEPALIVED_FAST: &str = "keepalived-fast";
-    pub const ALL: [&str; 4] = [AGENT_DEFAULT, AGENT_AGGRESSIVE, KEEPALIVED_DEFAULT, KEEPALIVED_FAST];
+    pub const ALL: [&str; 4] = [
+        AGENT_DEFAULT,
+        AGENT_AGGRESSIVE,
+        KEEPALIVED_DEFAULT,
+        KEEPALIVED_FAST,
+    ];
     /// (settings, vip-agent preset, keepalived preset).
     pub const PAIRS: [(&str, &str, &str); 2] = [
         ("default settings", AGENT_DEFAULT, KEEPALIVED_DEFAULT),
@@ -220,7 +225,12 @@ pub struct ScenarioSummary {
 }
 
 impl ScenarioSummary {
-    fn of(implementation: &str, scenario: &str, runs: &[&RunRecord], failures: &[&RunFailure]) -> Self {
+    fn of(
+        implementation: &str,
+        scenario: &str,
+        runs: &[&RunRecord],
+        failures: &[&RunFailure],
+    ) -> Self {
         let arp: Vec<Duration> = runs.iter().filter_map(|r| r.arp_outage()).collect();
         let tcp: Vec<Duration> = runs.iter().filter_map(|r| r.tcp_outage()).collect();
         let take: Vec<Duration> = runs.iter().filter_map(|r| takeover(r)).collect();
@@ -318,7 +328,11 @@ impl BenchReport {
         failures: Vec<RunFailure>,
     ) -> Self {
         let mut scenarios: Vec<String> = Vec::new();
-        for s in runs.iter().map(|r| &r.scenario).chain(failures.iter().map(|f| &f.scenario)) {
+        for s in runs
+            .iter()
+            .map(|r| &r.scenario)
+            .chain(failures.iter().map(|f| &f.scenario))
+        {
             if !scenarios.contains(s) {
                 scenarios.push(s.clone());
             }
@@ -369,10 +383,15 @@ impl BenchReport {
     fn compare(&self) -> Vec<Comparison> {
         let mut out = Vec::new();
         for (settings, agent, keepalived) in preset::PAIRS {
-            let (Some(agent), Some(ka)) = (self.by_preset(agent), self.by_preset(keepalived)) else {
+            let (Some(agent), Some(ka)) = (self.by_preset(agent), self.by_preset(keepalived))
+            else {
                 continue;
             };
-            for s in self.summary.iter().filter(|s| s.implementation == agent.label) {
+            for s in self
+                .summary
+                .iter()
+                .filter(|s| s.implementation == agent.label)
+            {
                 let Some(k) = self.get(&ka.label, &s.scenario) else {
                     continue;
                 };
@@ -392,7 +411,11 @@ impl BenchReport {
 
     fn evaluate(&self) -> Vec<TargetResult> {
         let mut out = Vec::new();
-        let agents: Vec<&ImplementationInfo> = self.implementations.iter().filter(|i| i.is_agent()).collect();
+        let agents: Vec<&ImplementationInfo> = self
+            .implementations
+            .iter()
+            .filter(|i| i.is_agent())
+            .collect();
         for imp in &agents {
             // 1. Graceful stop: median <= 50 ms, max <= 150 ms (ARP and TCP).
             if let Some(s) = self.get(&imp.label, "graceful-stop") {
@@ -446,7 +469,8 @@ impl BenchReport {
                                     problems.push(format!("run {} {kind} {}", r.repeat, fmt_ms(o)));
                                 }
                                 Some(_) => {}
-                                None => problems.push(format!("run {} {kind} never recovered", r.repeat)),
+                                None => problems
+                                    .push(format!("run {} {kind} never recovered", r.repeat)),
                             }
                         }
                     }
@@ -458,7 +482,11 @@ impl BenchReport {
                         problems.push(format!("run {} failed: {}", f.repeat, f.error));
                     }
                     out.push(TargetResult {
-                        name: format!("{}: {scenario} outage <= {} in every run", imp.label, fmt_ms(bound)),
+                        name: format!(
+                            "{}: {scenario} outage <= {} in every run",
+                            imp.label,
+                            fmt_ms(bound)
+                        ),
                         pass: problems.is_empty(),
                         detail: if problems.is_empty() {
                             format!("ARP max {}, TCP max {}", fmt_max(s.arp), fmt_max(s.tcp))
@@ -469,8 +497,11 @@ impl BenchReport {
                 }
             }
             // 3. No split brain, in any scenario or run.
-            let sums: Vec<&ScenarioSummary> =
-                self.summary.iter().filter(|s| s.implementation == imp.label).collect();
+            let sums: Vec<&ScenarioSummary> = self
+                .summary
+                .iter()
+                .filter(|s| s.implementation == imp.label)
+                .collect();
             if !sums.is_empty() {
                 let bad: Vec<String> = sums
                     .iter()
@@ -496,11 +527,15 @@ impl BenchReport {
         }
         // 4. Faster than keepalived at comparable settings.
         for (settings, agent, keepalived) in preset::PAIRS {
-            let (Some(agent), Some(ka)) = (self.by_preset(agent), self.by_preset(keepalived)) else {
+            let (Some(agent), Some(ka)) = (self.by_preset(agent), self.by_preset(keepalived))
+            else {
                 continue;
             };
             for scenario in target::FASTER_SCENARIOS {
-                let (Some(a), Some(k)) = (self.get(&agent.label, scenario), self.get(&ka.label, scenario)) else {
+                let (Some(a), Some(k)) = (
+                    self.get(&agent.label, scenario),
+                    self.get(&ka.label, scenario),
+                ) else {
                     continue;
                 };
                 let mut problems = Vec::new();
@@ -508,7 +543,11 @@ impl BenchReport {
                 for (kind, x, y) in [("ARP", a.arp, k.arp), ("TCP", a.tcp, k.tcp)] {
                     match (x, y) {
                         (Some(x), Some(y)) => {
-                            facts.push(format!("{kind} median {} vs {}", fmt_ms(x.median), fmt_ms(y.median)));
+                            facts.push(format!(
+                                "{kind} median {} vs {}",
+                                fmt_ms(x.median),
+                                fmt_ms(y.median)
+                            ));
                             if x.median >= y.median {
                                 problems.push(format!(
                                     "{kind} median {} not below keepalived's {}",
@@ -522,7 +561,10 @@ impl BenchReport {
                     }
                 }
                 if !a.all_recovered() {
-                    problems.push(format!("vip-agent not recovered in runs {:?}", a.not_recovered));
+                    problems.push(format!(
+                        "vip-agent not recovered in runs {:?}",
+                        a.not_recovered
+                    ));
                 }
                 if k.split_brain_windows > 0 {
                     facts.push(format!(
@@ -537,7 +579,10 @@ impl BenchReport {
                     problems.join("; ")
                 };
                 out.push(TargetResult {
-                    name: format!("{scenario}, {settings}: {} faster than {}", agent.label, ka.label),
+                    name: format!(
+                        "{scenario}, {settings}: {} faster than {}",
+                        agent.label, ka.label
+                    ),
                     pass: problems.is_empty(),
                     detail,
                 });
@@ -613,7 +658,10 @@ impl BenchReport {
         }
         if !self.comparisons.is_empty() {
             let _ = writeln!(s, "\n## vip-agent vs keepalived at comparable settings\n");
-            let _ = writeln!(s, "Ratios of medians, agent / keepalived: below 1 means vip-agent is faster.\n");
+            let _ = writeln!(
+                s,
+                "Ratios of medians, agent / keepalived: below 1 means vip-agent is faster.\n"
+            );
             let _ = writeln!(
                 s,
                 "| scenario | settings | vip-agent | keepalived | ARP outage ratio | TCP outage ratio | takeover ratio |"
@@ -635,12 +683,25 @@ impl BenchReport {
         }
         let _ = writeln!(s, "\n## Targets\n");
         for t in &self.targets {
-            let _ = writeln!(s, "- **{}** {}: {}", if t.pass { "PASS" } else { "FAIL" }, t.name, t.detail);
+            let _ = writeln!(
+                s,
+                "- **{}** {}: {}",
+                if t.pass { "PASS" } else { "FAIL" },
+                t.name,
+                t.detail
+            );
         }
         if !self.failures.is_empty() {
             let _ = writeln!(s, "\n## Runs without a record\n");
             for f in &self.failures {
-                let _ = writeln!(s, "- {} {} #{}: {}", f.implementation, f.scenario, f.repeat, f.error.replace('\n', " "));
+                let _ = writeln!(
+                    s,
+                    "- {} {} #{}: {}",
+                    f.implementation,
+                    f.scenario,
+                    f.repeat,
+                    f.error.replace('\n', " ")
+                );
             }
         }
         s
@@ -663,7 +724,14 @@ pub fn fmt_ms(d: Duration) -> String {
 pub fn fmt_stats(s: Option<Stats>) -> String {
     s.map_or_else(
         || "-".to_owned(),
-        |s| format!("{} / {} / {}", fmt_ms(s.median), fmt_ms(s.p95), fmt_ms(s.max)),
+        |s| {
+            format!(
+                "{} / {} / {}",
+                fmt_ms(s.median),
+                fmt_ms(s.p95),
+                fmt_ms(s.max)
+            )
+        },
     )
 }
 

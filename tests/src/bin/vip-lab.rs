@@ -23,6 +23,9 @@ enum Command {
     /// The lab, live: 3 nodes, a client and a Lease server in namespaces; crash and
     /// gracefully stop the leader, print each failover's timeline and outage.
     Demo,
+    /// Benchmarks (`bench failover`: vip-agent and keepalived side by side).
+    #[command(subcommand)]
+    Bench(vip_lab::bench::cli::BenchCommand),
 }
 
 #[derive(clap::Args, Debug)]
@@ -55,7 +58,7 @@ struct LeaseServerArgs {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // The demo draws a live status line: keep the embedded server's logs quiet there.
-    let default_level = if matches!(cli.command, Command::Demo) { "warn" } else { "info" };
+    let default_level = if matches!(cli.command, Command::Demo | Command::Bench(_)) { "warn" } else { "info" };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -65,6 +68,13 @@ async fn main() -> anyhow::Result<()> {
         .init();
     match cli.command {
         Command::Demo => vip_lab::lab::demo::run().await,
+        Command::Bench(cmd) => {
+            if !vip_lab::bench::cli::run(cmd).await? {
+                // Everything is written and torn down; the exit code tells a target failed.
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Command::LeaseServer(args) => lease_server(args).await,
     }
 }
