@@ -23,6 +23,15 @@ enum Command {
     /// The lab, live: 3 nodes, a client and a Lease server in namespaces; crash and
     /// gracefully stop the leader, print each failover's timeline and outage.
     Demo,
+    /// Steady-state cost: API requests per minute, RSS and CPU of each agent.
+    Steady {
+        /// Measurement window.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Also write the report as JSON here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Benchmarks (`bench failover`: vip-agent and keepalived side by side).
     #[command(subcommand)]
     Bench(vip_lab::bench::cli::BenchCommand),
@@ -68,6 +77,7 @@ async fn main() -> anyhow::Result<()> {
         .init();
     match cli.command {
         Command::Demo => vip_lab::lab::demo::run().await,
+        Command::Steady { seconds, out } => vip_lab::lab::steady::run(seconds, out).await.map(|_| ()),
         Command::Bench(cmd) => {
             if !vip_lab::bench::cli::run(cmd).await? {
                 // Everything is written and torn down; the exit code tells a target failed.

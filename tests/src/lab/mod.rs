@@ -23,6 +23,7 @@ pub mod demo;
 pub mod probe;
 pub mod record;
 pub mod service;
+pub mod steady;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
