@@ -243,6 +243,7 @@ mod tests {
         v.extend_from_slice(args);
         match Cli::try_parse_from(v) {
             Ok(Cli { command: Command::Run(r) }) => Ok(*r),
+            Ok(other) => Err(format!("not a run command: {other:?}")),
             Err(e) => Err(e.to_string()),
         }
     }
