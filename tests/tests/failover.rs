@@ -47,6 +47,21 @@ async fn check(scenario: Scenario, bound: impl Fn(&Implementation) -> Duration) 
         if split != 0 {
             failures.push(format!("#{repeat}: {split} split-brain windows"));
         }
+        // The MAC that answers ARP for the VIP is the Lease holder's.
+        match lab.wait_for_leader(Duration::from_secs(10)).await {
+            Ok(i) => {
+                let answering = lab.node_names()[i].clone();
+                let holder = lab
+                    .lease_server()
+                    .and_then(|s| s.lease("kube-system", "vip-control-plane"))
+                    .and_then(|l| l.spec)
+                    .and_then(|s| s.holder_identity);
+                if holder.as_deref() != Some(answering.as_str()) {
+                    failures.push(format!("#{repeat}: {answering}'s MAC answers but the Lease names {holder:?}"));
+                }
+            }
+            Err(e) => failures.push(format!("#{repeat}: no node answers after the run: {e:#}")),
+        }
         for (kind, o) in [("ARP", r.arp_outage()), ("TCP", r.tcp_outage())] {
             match o {
                 Some(o) if o <= limit => {}
