@@ -320,7 +320,8 @@ fn ratio(a: Option<Stats>, b: Option<Stats>) -> Option<f64> {
 
 impl BenchReport {
     /// Summaries, comparisons and targets from the records. Scenarios appear
-    /// in the order of their first record or failure.
+    /// in the order of [`Scenario::ALL`](crate::lab::Scenario::ALL), unknown
+    /// names after them in the order of their first record or failure.
     pub fn build(
         meta: BenchMeta,
         implementations: Vec<ImplementationInfo>,
@@ -337,6 +338,14 @@ impl BenchReport {
                 scenarios.push(s.clone());
             }
         }
+        let rank = |name: &String| {
+            crate::lab::Scenario::ALL
+                .iter()
+                .position(|x| x.name() == name)
+                .unwrap_or(usize::MAX)
+        };
+        // Stable: unknown names keep their first-seen order.
+        scenarios.sort_by_key(rank);
         let mut summary = Vec::new();
         for scenario in &scenarios {
             for imp in &implementations {

@@ -991,13 +991,17 @@ impl Lab {
     /// Drain the queued log lines of node `i`'s agent (so a later wait_for_log
     /// only sees new lines).
     async fn drain_log(&mut self, i: usize) -> anyhow::Result<()> {
-        if let Member::Agent(agent) = std::mem::replace(self.slot(i), Member::Down) {
-            let (agent, _) = with_agent(agent, |a| {
-                // Times out at once after consuming what is queued.
-                let _ = a.wait_for_log("\u{0}never matches", Duration::ZERO);
-            })
-            .await?;
-            *self.slot(i) = Member::Agent(agent);
+        match std::mem::replace(self.slot(i), Member::Down) {
+            Member::Agent(agent) => {
+                let (agent, _) = with_agent(agent, |a| {
+                    // Times out at once after consuming what is queued.
+                    let _ = a.wait_for_log("\u{0}never matches", Duration::ZERO);
+                })
+                .await?;
+                *self.slot(i) = Member::Agent(agent);
+            }
+            // keepalived (or a node that is down): nothing to drain; put it back.
+            other => *self.slot(i) = other,
         }
         Ok(())
     }

@@ -42,6 +42,9 @@ pub const SERVICE_PORT: u16 = 6443;
 pub const TCP_INTERVAL: Duration = Duration::from_millis(10);
 /// Connect (and read) timeout of one TCP attempt.
 pub const TCP_TIMEOUT: Duration = Duration::from_millis(50);
+/// Parallel TCP probe threads; together they start one attempt per TCP_INTERVAL.
+pub const TCP_LANES: u32 = 6;
+const _: () = assert!(TCP_INTERVAL.as_millis() * TCP_LANES as u128 > TCP_TIMEOUT.as_millis());
 /// Hard bound on the life of a probe thread.
 const MAX_LIFETIME: Duration = Duration::from_secs(3600);
 /// At most this many records are kept per kind (oldest dropped).
@@ -149,10 +152,14 @@ impl Prober {
                     .map_err(ProbeError::Thread)?,
             );
         }
-        {
+        // TCP_LANES threads, staggered by TCP_INTERVAL, each on a period of
+        // TCP_LANES * TCP_INTERVAL (longer than TCP_TIMEOUT): an attempt
+        // starts every TCP_INTERVAL whatever the previous ones are doing, so
+        // a hanging connect does not hide the recovery behind its timeout.
+        for lane in 0..TCP_LANES {
             let (stop, buffers, tx) = (stop.clone(), buffers.clone(), tx.clone());
             threads.push(spawn_in_ns(ns, "vip-lab-tcp", move || {
-                tcp_loop(vip, epoch, &stop, &buffers, &tx);
+                tcp_loop(vip, epoch, epoch + TCP_INTERVAL * lane, &stop, &buffers, &tx);
             })?);
         }
         Ok(Self {
@@ -302,12 +309,15 @@ fn tcp_attempt(vip: Ipv4Addr) -> Option<String> {
 fn tcp_loop(
     vip: Ipv4Addr,
     epoch: Instant,
+    first: Instant,
     stop: &AtomicBool,
     buffers: &Mutex<Buffers>,
     tx: &watch::Sender<ClientView>,
 ) {
     let started = Instant::now();
-    let mut next = Instant::now();
+    let period = TCP_INTERVAL * TCP_LANES;
+    let mut next = first;
+    std::thread::sleep(next.saturating_duration_since(Instant::now()));
     while !stop.load(Ordering::Relaxed) && started.elapsed() < MAX_LIFETIME {
         let t0 = Instant::now();
         let node = tcp_attempt(vip);
@@ -337,7 +347,7 @@ fn tcp_loop(
                 node,
             },
         );
-        next = (next + TCP_INTERVAL).max(Instant::now());
+        next = (next + period).max(Instant::now());
         // Pacing of a periodic probe, not synchronisation.
         std::thread::sleep(next.saturating_duration_since(Instant::now()));
     }
