@@ -37,7 +37,8 @@ pub fn workspace_root() -> PathBuf {
 /// The pinned nightly, read from `vip-ebpf/rust-toolchain.toml` (single source of truth).
 pub fn toolchain() -> Result<String, Error> {
     let path = workspace_root().join("vip-ebpf/rust-toolchain.toml");
-    let text = std::fs::read_to_string(&path).map_err(|e| err(format!("reading {}: {e}", path.display())))?;
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| err(format!("reading {}: {e}", path.display())))?;
     text.lines()
         .map(str::trim)
         .find_map(|l| l.strip_prefix("channel"))
@@ -67,7 +68,17 @@ pub fn build(release: bool) -> Result<PathBuf, Error> {
     let target_dir = root.join("target/ebpf");
     let mut cmd = Command::new("rustup");
     cmd.current_dir(root.join("vip-ebpf"))
-        .args(["run", &toolchain, "cargo", "build", "--locked", "-Z", "build-std=core", "--target", TARGET])
+        .args([
+            "run",
+            &toolchain,
+            "cargo",
+            "build",
+            "--locked",
+            "-Z",
+            "build-std=core",
+            "--target",
+            TARGET,
+        ])
         .arg("--target-dir")
         .arg(&target_dir);
     if release {
@@ -77,14 +88,21 @@ pub fn build(release: bool) -> Result<PathBuf, Error> {
     // would make the inner cargo use the outer toolchain, flags or target.
     for (key, _) in std::env::vars_os() {
         let Some(k) = key.to_str() else { continue };
-        if k.starts_with("CARGO") || k.starts_with("RUSTC") || k.starts_with("RUSTUP_TOOLCHAIN") || k == "RUSTFLAGS" || k == "RUSTDOCFLAGS" {
+        if k.starts_with("CARGO")
+            || k.starts_with("RUSTC")
+            || k.starts_with("RUSTUP_TOOLCHAIN")
+            || k == "RUSTFLAGS"
+            || k == "RUSTDOCFLAGS"
+        {
             if k == "CARGO_HOME" {
                 continue;
             }
             cmd.env_remove(&key);
         }
     }
-    let status = cmd.status().map_err(|e| err(format!("running rustup: {e} (is rustup installed?)")))?;
+    let status = cmd
+        .status()
+        .map_err(|e| err(format!("running rustup: {e} (is rustup installed?)")))?;
     if !status.success() {
         return Err(err(format!(
             "building vip-ebpf with {toolchain} failed ({status}); if the toolchain, rust-src or \
@@ -96,7 +114,10 @@ pub fn build(release: bool) -> Result<PathBuf, Error> {
         .join(if release { "release" } else { "debug" })
         .join("vip-ebpf");
     if !object.is_file() {
-        return Err(err(format!("build succeeded but {} is missing", object.display())));
+        return Err(err(format!(
+            "build succeeded but {} is missing",
+            object.display()
+        )));
     }
     Ok(object)
 }

@@ -23,13 +23,24 @@ impl VipTable for Table {
 
 fuzz_target!(|data: &[u8]| {
     // First byte picks the table state; the rest is the frame.
-    let Some((&sel, frame)) = data.split_first() else { return };
-    let state = if sel & 1 == 0 { STATE_ACTIVE } else { STATE_INACTIVE };
+    let Some((&sel, frame)) = data.split_first() else {
+        return;
+    };
+    let state = if sel & 1 == 0 {
+        STATE_ACTIVE
+    } else {
+        STATE_INACTIVE
+    };
     let deadline = if sel & 2 == 0 { u64::MAX } else { 0 };
     let mut m = HashMap::new();
-    m.insert(VipKey::v4([192, 0, 2, 100]), VipEntry::new(MAC, state, deadline));
     m.insert(
-        VipKey::v6([0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x64]),
+        VipKey::v4([192, 0, 2, 100]),
+        VipEntry::new(MAC, state, deadline),
+    );
+    m.insert(
+        VipKey::v6([
+            0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x64,
+        ]),
         VipEntry::new(MAC, state, deadline),
     );
     let table = Table(m);
@@ -39,7 +50,11 @@ fuzz_target!(|data: &[u8]| {
         Outcome::Answered(p) => {
             assert!(state == STATE_ACTIVE && deadline == u64::MAX);
             assert_eq!(&f.bytes[6..12], &MAC, "answers from our MAC");
-            let l3 = if f.bytes[12..14] == [0x08, 0x06] || f.bytes[12..14] == [0x86, 0xdd] { 14 } else { 18 };
+            let l3 = if f.bytes[12..14] == [0x08, 0x06] || f.bytes[12..14] == [0x86, 0xdd] {
+                14
+            } else {
+                18
+            };
             match p {
                 Proto::Arp => {
                     assert_eq!(&f.bytes[l3 + 6..l3 + 8], &[0, 2], "ARP reply");

@@ -19,12 +19,24 @@ use crate::netns::NetNs;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("vip-agent binary not found at {0} (build it: cargo build -p vip-agent, or set VIP_AGENT_BIN)")]
+    #[error(
+        "vip-agent binary not found at {0} (build it: cargo build -p vip-agent, or set VIP_AGENT_BIN)"
+    )]
     NoBinary(PathBuf),
     #[error("starting {what}: {source}")]
-    Spawn { what: String, source: std::io::Error },
-    #[error("agent {name}: no log line containing {pattern:?} within {timeout:?}; last lines:\n{tail}")]
-    LogTimeout { name: String, pattern: String, timeout: Duration, tail: String },
+    Spawn {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "agent {name}: no log line containing {pattern:?} within {timeout:?}; last lines:\n{tail}"
+    )]
+    LogTimeout {
+        name: String,
+        pattern: String,
+        timeout: Duration,
+        tail: String,
+    },
     #[error("agent {name} did not exit within {timeout:?}")]
     ExitTimeout { name: String, timeout: Duration },
     #[error("signal to agent {name}: {source}")]
@@ -36,9 +48,16 @@ pub enum Error {
 pub fn agent_bin() -> Result<PathBuf, Error> {
     if let Some(p) = std::env::var_os("VIP_AGENT_BIN") {
         let p = PathBuf::from(p);
-        return if p.is_file() { Ok(p) } else { Err(Error::NoBinary(p)) };
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(Error::NoBinary(p))
+        };
     }
-    let exe = std::env::current_exe().map_err(|source| Error::Spawn { what: "current_exe".into(), source })?;
+    let exe = std::env::current_exe().map_err(|source| Error::Spawn {
+        what: "current_exe".into(),
+        source,
+    })?;
     // target/<profile>/deps/test-xxxx or target/<profile>/vip-lab
     for dir in exe.ancestors().skip(1).take(2) {
         let candidate = dir.join("vip-agent");
@@ -46,7 +65,9 @@ pub fn agent_bin() -> Result<PathBuf, Error> {
             return Ok(candidate);
         }
     }
-    Err(Error::NoBinary(exe.parent().unwrap_or(Path::new(".")).join("vip-agent")))
+    Err(Error::NoBinary(
+        exe.parent().unwrap_or(Path::new(".")).join("vip-agent"),
+    ))
 }
 
 /// A running agent. Killed (SIGCONT + SIGKILL) on drop if still running.
@@ -67,12 +88,18 @@ impl Agent {
             .arg("--")
             .arg(bin)
             .args(args)
-            .env("RUST_LOG", std::env::var("VIP_AGENT_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("VIP_AGENT_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        let mut child = cmd.spawn().map_err(|source| Error::Spawn { what: format!("{cmd:?}"), source })?;
+        let mut child = cmd.spawn().map_err(|source| Error::Spawn {
+            what: format!("{cmd:?}"),
+            source,
+        })?;
         let stderr = child.stderr.take().expect("piped");
         let lines = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel();
@@ -90,7 +117,13 @@ impl Agent {
                 }
             }
         });
-        Ok(Self { name: name.to_owned(), child: Some(child), lines, rx, seen: 0 })
+        Ok(Self {
+            name: name.to_owned(),
+            child: Some(child),
+            lines,
+            rx,
+            seen: 0,
+        })
     }
 
     pub fn name(&self) -> &str {
@@ -137,21 +170,33 @@ impl Agent {
     }
 
     pub fn signal(&self, sig: Signal) -> Result<(), Error> {
-        let pid = self.pid().ok_or_else(|| Error::Signal { name: self.name.clone(), source: nix::Error::ESRCH })?;
-        kill(pid, sig).map_err(|source| Error::Signal { name: self.name.clone(), source })
+        let pid = self.pid().ok_or_else(|| Error::Signal {
+            name: self.name.clone(),
+            source: nix::Error::ESRCH,
+        })?;
+        kill(pid, sig).map_err(|source| Error::Signal {
+            name: self.name.clone(),
+            source,
+        })
     }
 
     /// Waits for the process to exit; returns its exit status.
     pub fn wait_exit(&mut self, timeout: Duration) -> Result<std::process::ExitStatus, Error> {
         let deadline = Instant::now() + timeout;
-        let child = self.child.as_mut().ok_or_else(|| Error::ExitTimeout { name: self.name.clone(), timeout })?;
+        let child = self.child.as_mut().ok_or_else(|| Error::ExitTimeout {
+            name: self.name.clone(),
+            timeout,
+        })?;
         loop {
             if let Ok(Some(status)) = child.try_wait() {
                 self.child = None;
                 return Ok(status);
             }
             if Instant::now() >= deadline {
-                return Err(Error::ExitTimeout { name: self.name.clone(), timeout });
+                return Err(Error::ExitTimeout {
+                    name: self.name.clone(),
+                    timeout,
+                });
             }
             // Polling a child's exit: no event to await without a reaper thread.
             std::thread::sleep(Duration::from_millis(5));
@@ -187,7 +232,10 @@ pub struct PinDirGuard(pub PathBuf);
 
 impl PinDirGuard {
     pub fn new(tag: &str) -> Self {
-        Self(PathBuf::from(format!("/sys/fs/bpf/vip-lab-{}-{tag}", std::process::id())))
+        Self(PathBuf::from(format!(
+            "/sys/fs/bpf/vip-lab-{}-{tag}",
+            std::process::id()
+        )))
     }
 
     pub fn path(&self) -> &Path {

@@ -57,7 +57,9 @@ async fn check(scenario: Scenario, bound: impl Fn(&Implementation) -> Duration) 
                     .and_then(|l| l.spec)
                     .and_then(|s| s.holder_identity);
                 if holder.as_deref() != Some(answering.as_str()) {
-                    failures.push(format!("#{repeat}: {answering}'s MAC answers but the Lease names {holder:?}"));
+                    failures.push(format!(
+                        "#{repeat}: {answering}'s MAC answers but the Lease names {holder:?}"
+                    ));
                 }
             }
             Err(e) => failures.push(format!("#{repeat}: no node answers after the run: {e:#}")),

@@ -15,9 +15,17 @@ pub enum AddrError {
     #[error("opening rtnetlink: {0}")]
     Connect(std::io::Error),
     #[error("{op} {ip} on ifindex {ifindex}: {source}")]
-    Netlink { op: &'static str, ip: IpAddr, ifindex: u32, source: rtnetlink::Error },
+    Netlink {
+        op: &'static str,
+        ip: IpAddr,
+        ifindex: u32,
+        source: rtnetlink::Error,
+    },
     #[error("listing addresses on ifindex {ifindex}: {source}")]
-    List { ifindex: u32, source: rtnetlink::Error },
+    List {
+        ifindex: u32,
+        source: rtnetlink::Error,
+    },
 }
 
 pub struct Addresses {
@@ -36,11 +44,15 @@ fn prefix_len(ip: IpAddr) -> u8 {
 pub fn same_prefix(a: IpAddr, b: IpAddr, plen: u8) -> bool {
     match (a, b) {
         (IpAddr::V4(a), IpAddr::V4(b)) => {
-            let mask = u32::MAX.checked_shl(32 - u32::from(plen.min(32))).unwrap_or(0);
+            let mask = u32::MAX
+                .checked_shl(32 - u32::from(plen.min(32)))
+                .unwrap_or(0);
             u32::from(a) & mask == u32::from(b) & mask
         }
         (IpAddr::V6(a), IpAddr::V6(b)) => {
-            let mask = u128::MAX.checked_shl(128 - u32::from(plen.min(128))).unwrap_or(0);
+            let mask = u128::MAX
+                .checked_shl(128 - u32::from(plen.min(128)))
+                .unwrap_or(0);
             u128::from(a) & mask == u128::from(b) & mask
         }
         _ => false,
@@ -57,21 +69,35 @@ fn errno(e: &rtnetlink::Error) -> Option<i32> {
 impl Addresses {
     pub fn new(ifindex: u32) -> Result<Self, AddrError> {
         let (conn, handle, _) = rtnetlink::new_connection().map_err(AddrError::Connect)?;
-        Ok(Self { handle, ifindex, _conn: tokio::spawn(conn) })
+        Ok(Self {
+            handle,
+            ifindex,
+            _conn: tokio::spawn(conn),
+        })
     }
 
     /// Adds `ip` (idempotent: an existing address is replaced with our flags).
     pub async fn add(&self, ip: IpAddr) -> Result<(), AddrError> {
-        let mut req = self.handle.address().add(self.ifindex, ip, prefix_len(ip)).replace();
+        let mut req = self
+            .handle
+            .address()
+            .add(self.ifindex, ip, prefix_len(ip))
+            .replace();
         let msg = req.message_mut();
         let mut cache = CacheInfo::default();
         cache.ifa_preferred = 0;
         cache.ifa_valid = INFINITY;
         msg.attributes.push(AddressAttribute::CacheInfo(cache));
         if ip.is_ipv6() {
-            msg.attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
+            msg.attributes
+                .push(AddressAttribute::Flags(AddressFlags::Nodad));
         }
-        req.execute().await.map_err(|source| AddrError::Netlink { op: "adding", ip, ifindex: self.ifindex, source })?;
+        req.execute().await.map_err(|source| AddrError::Netlink {
+            op: "adding",
+            ip,
+            ifindex: self.ifindex,
+            source,
+        })?;
         info!(%ip, ifindex = self.ifindex, "VIP address added");
         Ok(())
     }
@@ -87,16 +113,31 @@ impl Addresses {
                 Ok(true)
             }
             // Gone in between: fine.
-            Err(e) if errno(&e) == Some(libc::EADDRNOTAVAIL) || errno(&e) == Some(libc::ENOENT) => Ok(false),
-            Err(source) => Err(AddrError::Netlink { op: "removing", ip, ifindex: self.ifindex, source }),
+            Err(e) if errno(&e) == Some(libc::EADDRNOTAVAIL) || errno(&e) == Some(libc::ENOENT) => {
+                Ok(false)
+            }
+            Err(source) => Err(AddrError::Netlink {
+                op: "removing",
+                ip,
+                ifindex: self.ifindex,
+                source,
+            }),
         }
     }
 
     /// Whether `ip` lies inside a subnet of an address configured on the
     /// interface (not counting a VIP's own /32 or /128).
     pub async fn on_link(&self, ip: IpAddr) -> Result<bool, AddrError> {
-        let mut stream = self.handle.address().get().set_link_index_filter(self.ifindex).execute();
-        while let Some(msg) = stream.try_next().await.map_err(|source| AddrError::List { ifindex: self.ifindex, source })? {
+        let mut stream = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(self.ifindex)
+            .execute();
+        while let Some(msg) = stream.try_next().await.map_err(|source| AddrError::List {
+            ifindex: self.ifindex,
+            source,
+        })? {
             let plen = msg.header.prefix_len;
             let full = if ip.is_ipv4() { 32 } else { 128 };
             if plen == full {
@@ -126,10 +167,10 @@ impl Addresses {
             .set_link_index_filter(self.ifindex)
             .set_address_filter(ip)
             .execute();
-        let found = stream
-            .try_next()
-            .await
-            .map_err(|source| AddrError::List { ifindex: self.ifindex, source })?;
+        let found = stream.try_next().await.map_err(|source| AddrError::List {
+            ifindex: self.ifindex,
+            source,
+        })?;
         debug!(%ip, present = found.is_some(), "address lookup");
         Ok(found)
     }

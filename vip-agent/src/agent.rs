@@ -31,14 +31,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     } else {
         Some(election::client::build_client(&args.client_options()?).await?)
     };
-    let pin_dir = args.pin_dir.clone().unwrap_or_else(|| dataplane::default_pin_dir(&args.interface));
+    let pin_dir = args
+        .pin_dir
+        .clone()
+        .unwrap_or_else(|| dataplane::default_pin_dir(&args.interface));
     let dp_cfg = DataplaneConfig {
         ifname: args.interface.clone(),
         mode: args.xdp_mode,
         pin_dir,
         vips: args.addresses.clone(),
     };
-    let (dataplane, adopted) = Dataplane::open(&dp_cfg).with_context(|| format!("setting up XDP on --interface {}", args.interface))?;
+    let (dataplane, adopted) = Dataplane::open(&dp_cfg)
+        .with_context(|| format!("setting up XDP on --interface {}", args.interface))?;
     if adopted.link {
         info!(stale_vips = ?adopted.vips, "found the pinned fence of an earlier agent; adopted it");
     }
@@ -47,7 +51,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let xdp_mode = dataplane.mode().as_str();
     let addresses = Addresses::new(ifindex)?;
     let (announce_tx, announce_rx) = watch::channel(false);
-    let announcer = Announcer::new(ifindex, mac, &args.addresses).context("opening the AF_PACKET socket for announcements")?;
+    let announcer = Announcer::new(ifindex, mac, &args.addresses)
+        .context("opening the AF_PACKET socket for announcements")?;
     let announce_cfg = AnnounceConfig {
         burst: args.announce_burst,
         repeats: args.announce_repeats,
@@ -64,7 +69,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             );
         }
     }
-    let node = Arc::new(Node::new(dataplane, addresses, args.addresses.clone(), &adopted.vips, announce_tx).await?);
+    let node = Arc::new(
+        Node::new(
+            dataplane,
+            addresses,
+            args.addresses.clone(),
+            &adopted.vips,
+            announce_tx,
+        )
+        .await?,
+    );
 
     let shutdown = CancellationToken::new();
     let signals = tokio::spawn(wait_for_signal(shutdown.clone()));
@@ -80,7 +94,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         ready_rx,
     );
     let announce_metrics = metrics.clone();
-    let announce_task = tokio::spawn(announcer.run(announce_cfg, announce_rx, move |n| announce_metrics.add_announcements(n)));
+    let announce_task = tokio::spawn(announcer.run(announce_cfg, announce_rx, move |n| {
+        announce_metrics.add_announcements(n)
+    }));
     let metrics_task = metrics_listener.map(|l| {
         info!(addr = %args.metrics_addr, "serving /metrics, /healthz, /readyz");
         tokio::spawn(metrics::serve(l, metrics.clone(), shutdown.clone()))
@@ -101,7 +117,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let _ = counters_task.await;
     let stop = match Arc::try_unwrap(node) {
         Ok(node) => node.shutdown().await,
-        Err(node) => node.follow().await.and(Err(anyhow::anyhow!("data plane still shared at shutdown; left pinned"))),
+        Err(node) => node.follow().await.and(Err(anyhow::anyhow!(
+            "data plane still shared at shutdown; left pinned"
+        ))),
     };
     announce_task.abort();
     signals.abort();
@@ -121,10 +139,16 @@ async fn run_election(
     let cfg = args.election_config()?;
     let store = KubeLeaseStore::new(client.clone(), &cfg.namespace, &cfg.lease_name);
     let (health_tx, health_rx) = watch::channel(true);
-    let probe = KubeProbe { client, path: args.health_path.clone() };
+    let probe = KubeProbe {
+        client,
+        path: args.health_path.clone(),
+    };
     let health_cfg = args.health_config();
     let health_shutdown = shutdown.clone();
-    let health_task = tokio::spawn(async move { run_checker(&probe, &health_cfg, health_tx, health_shutdown).await });
+    let health_task =
+        tokio::spawn(
+            async move { run_checker(&probe, &health_cfg, health_tx, health_shutdown).await },
+        );
     info!(
         identity = %cfg.identity,
         lease = %format!("{}/{}", cfg.namespace, cfg.lease_name),
@@ -139,7 +163,11 @@ async fn run_election(
 }
 
 /// Reads the XDP counters for the metrics once a second.
-async fn poll_counters(node: Arc<Node>, tx: watch::Sender<Option<Counters>>, shutdown: CancellationToken) {
+async fn poll_counters(
+    node: Arc<Node>,
+    tx: watch::Sender<Option<Counters>>,
+    shutdown: CancellationToken,
+) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
@@ -190,7 +218,10 @@ async fn run_without_election(
 
 async fn wait_for_signal(shutdown: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         warn!("cannot install signal handlers");
         return;
     };

@@ -44,7 +44,11 @@ impl Announcer {
                 IpAddr::V6(v6) => unsolicited_na(mac, v6.octets()),
             })
             .collect();
-        Ok(Self { sock, ifindex, frames })
+        Ok(Self {
+            sock,
+            ifindex,
+            frames,
+        })
     }
 
     /// Sends one announcement per VIP. Returns how many frames left.
@@ -79,7 +83,12 @@ impl Announcer {
 
     /// Runs for as long as `leading` says so: burst + repeats on each rising
     /// edge, then the slow refresh. Returns when the sender is dropped.
-    pub async fn run(self, cfg: AnnounceConfig, mut leading: watch::Receiver<bool>, sent: impl Fn(usize)) {
+    pub async fn run(
+        self,
+        cfg: AnnounceConfig,
+        mut leading: watch::Receiver<bool>,
+        sent: impl Fn(usize),
+    ) {
         loop {
             // Wait for a rising edge.
             while !*leading.borrow_and_update() {
@@ -91,7 +100,8 @@ impl Announcer {
                 sent(self.send_once());
             }
             debug!(burst = cfg.burst, "takeover announced");
-            let mut schedule: Vec<Duration> = (0..cfg.repeats).map(|_| cfg.repeat_interval).collect();
+            let mut schedule: Vec<Duration> =
+                (0..cfg.repeats).map(|_| cfg.repeat_interval).collect();
             loop {
                 let next = match schedule.pop() {
                     Some(d) => d,

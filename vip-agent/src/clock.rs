@@ -22,7 +22,10 @@ impl MonoTime {
     }
 
     pub fn saturating_add(self, d: Duration) -> Self {
-        Self(self.0.saturating_add(d.as_nanos().min(u128::from(u64::MAX)) as u64))
+        Self(
+            self.0
+                .saturating_add(d.as_nanos().min(u128::from(u64::MAX)) as u64),
+        )
     }
 
     /// Time from `earlier` to `self`, zero if `earlier` is later.

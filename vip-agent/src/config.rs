@@ -12,7 +12,11 @@ use crate::dataplane::XdpModeArg;
 use crate::election::{self, ElectionConfig, client::ClientOptions, health::HealthConfig};
 
 #[derive(Debug, Parser)]
-#[command(name = "vip-agent", version, about = "Control-plane VIP for bare-metal Kubernetes: in-kernel ARP/NS responder fenced by Lease leadership")]
+#[command(
+    name = "vip-agent",
+    version,
+    about = "Control-plane VIP for bare-metal Kubernetes: in-kernel ARP/NS responder fenced by Lease leadership"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -41,7 +45,12 @@ pub struct RunArgs {
     pub interface: String,
 
     /// VIP to answer for; repeat or comma-separate for several (IPv4 and IPv6) (kube-vip: address).
-    #[arg(long = "address", env = "VIP_ADDRESS", value_delimiter = ',', required = true)]
+    #[arg(
+        long = "address",
+        env = "VIP_ADDRESS",
+        value_delimiter = ',',
+        required = true
+    )]
     pub addresses: Vec<IpAddr>,
 
     /// Answer for the VIPs without leader election (a single node, a lab, a test).
@@ -137,7 +146,9 @@ pub struct RunArgs {
 pub enum ConfigError {
     #[error(transparent)]
     Election(#[from] election::ConfigError),
-    #[error("--address {0} is not a unicast address a VIP can be; fix: give the control-plane endpoint address")]
+    #[error(
+        "--address {0} is not a unicast address a VIP can be; fix: give the control-plane endpoint address"
+    )]
     BadVip(IpAddr),
     #[error("--address {0} is given twice; fix: list each VIP once")]
     DuplicateVip(IpAddr),
@@ -145,7 +156,9 @@ pub enum ConfigError {
     HealthFailures,
     #[error("--health-path {0:?} must start with '/'")]
     HealthPath(String),
-    #[error("--node-name is not set and the host name cannot be read ({0}); fix: pass --node-name or set VIP_NODE_NAME")]
+    #[error(
+        "--node-name is not set and the host name cannot be read ({0}); fix: pass --node-name or set VIP_NODE_NAME"
+    )]
     NoNodeName(String),
 }
 
@@ -242,7 +255,9 @@ mod tests {
         let mut v = vec!["vip-agent", "run"];
         v.extend_from_slice(args);
         match Cli::try_parse_from(v) {
-            Ok(Cli { command: Command::Run(r) }) => Ok(*r),
+            Ok(Cli {
+                command: Command::Run(r),
+            }) => Ok(*r),
             Ok(other) => Err(format!("not a run command: {other:?}")),
             Err(e) => Err(e.to_string()),
         }
@@ -250,13 +265,35 @@ mod tests {
 
     #[test]
     fn defaults_are_valid_and_fast() {
-        let r = parse(&["--interface", "eth0", "--address", "192.0.2.10", "--node-name", "cp1"]).unwrap();
+        let r = parse(&[
+            "--interface",
+            "eth0",
+            "--address",
+            "192.0.2.10",
+            "--node-name",
+            "cp1",
+        ])
+        .unwrap();
         r.validate().unwrap();
-        assert_eq!(r.election_config().unwrap().lease_duration, election::DEFAULT_LEASE_DURATION);
+        assert_eq!(
+            r.election_config().unwrap().lease_duration,
+            election::DEFAULT_LEASE_DURATION
+        );
         assert_eq!(r.renew_deadline, election::DEFAULT_RENEW_DEADLINE);
         assert_eq!(r.retry_period, election::DEFAULT_RETRY_PERIOD);
-        assert_eq!(r.client_options().unwrap().api_server.as_deref(), Some("https://127.0.0.1:6443"));
-        let r = parse(&["--interface", "eth0", "--address", "192.0.2.10", "--api-server", ""]).unwrap();
+        assert_eq!(
+            r.client_options().unwrap().api_server.as_deref(),
+            Some("https://127.0.0.1:6443")
+        );
+        let r = parse(&[
+            "--interface",
+            "eth0",
+            "--address",
+            "192.0.2.10",
+            "--api-server",
+            "",
+        ])
+        .unwrap();
         assert_eq!(r.client_options().unwrap().api_server, None);
         assert_eq!(r.lease_duration, Duration::from_secs(3));
         assert_eq!(r.renew_deadline, Duration::from_secs(2));
@@ -265,7 +302,15 @@ mod tests {
 
     #[test]
     fn several_addresses_by_repeat_and_comma() {
-        let r = parse(&["--interface", "eth0", "--address", "192.0.2.10,2001:db8::10", "--address", "192.0.2.11"]).unwrap();
+        let r = parse(&[
+            "--interface",
+            "eth0",
+            "--address",
+            "192.0.2.10,2001:db8::10",
+            "--address",
+            "192.0.2.11",
+        ])
+        .unwrap();
         assert_eq!(r.addresses.len(), 3);
     }
 
@@ -273,18 +318,71 @@ mod tests {
     fn bad_values_name_the_flag_and_the_fix() {
         let e = parse(&["--interface", "eth0", "--address", "192.0.2.300"]).unwrap_err();
         assert!(e.contains("--address"), "{e}");
-        let e = parse(&["--interface", "eth0", "--address", "192.0.2.1", "--lease-duration", "3 parsecs"]).unwrap_err();
+        let e = parse(&[
+            "--interface",
+            "eth0",
+            "--address",
+            "192.0.2.1",
+            "--lease-duration",
+            "3 parsecs",
+        ])
+        .unwrap_err();
         assert!(e.contains("--lease-duration") && e.contains("500ms"), "{e}");
-        let e = parse(&["--interface", "eth0", "--address", "192.0.2.1", "--xdp-mode", "turbo"]).unwrap_err();
+        let e = parse(&[
+            "--interface",
+            "eth0",
+            "--address",
+            "192.0.2.1",
+            "--xdp-mode",
+            "turbo",
+        ])
+        .unwrap_err();
         assert!(e.contains("--xdp-mode") && e.contains("skb"), "{e}");
 
-        let r = parse(&["--interface", "eth0", "--address", "192.0.2.1", "--renew-deadline", "3s"]).unwrap();
+        let r = parse(&[
+            "--interface",
+            "eth0",
+            "--address",
+            "192.0.2.1",
+            "--renew-deadline",
+            "3s",
+        ])
+        .unwrap();
         let e = r.validate().unwrap_err().to_string();
-        assert!(e.contains("--renew-deadline") && e.contains("raise --lease-duration"), "{e}");
-        let r = parse(&["--interface", "eth0", "--address", "192.0.2.1", "--retry-period", "2s"]).unwrap();
-        assert!(r.validate().unwrap_err().to_string().contains("--retry-period"));
-        let r = parse(&["--interface", "eth0", "--address", "192.0.2.1", "--health-path", "readyz"]).unwrap();
-        assert!(r.validate().unwrap_err().to_string().contains("--health-path"));
+        assert!(
+            e.contains("--renew-deadline") && e.contains("raise --lease-duration"),
+            "{e}"
+        );
+        let r = parse(&[
+            "--interface",
+            "eth0",
+            "--address",
+            "192.0.2.1",
+            "--retry-period",
+            "2s",
+        ])
+        .unwrap();
+        assert!(
+            r.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("--retry-period")
+        );
+        let r = parse(&[
+            "--interface",
+            "eth0",
+            "--address",
+            "192.0.2.1",
+            "--health-path",
+            "readyz",
+        ])
+        .unwrap();
+        assert!(
+            r.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("--health-path")
+        );
         let r = parse(&["--interface", "eth0", "--address", "224.0.0.1"]).unwrap();
         assert!(matches!(r.validate(), Err(ConfigError::BadVip(_))));
         let r = parse(&["--interface", "eth0", "--address", "192.0.2.1,192.0.2.1"]).unwrap();
@@ -294,9 +392,33 @@ mod tests {
     #[test]
     fn margin_is_enforced_exactly() {
         // lease 1s -> margin 250ms: renew 700ms ok, 750ms not.
-        let ok = parse(&["--interface", "e", "--address", "192.0.2.1", "--lease-duration", "1s", "--renew-deadline", "700ms", "--retry-period", "200ms"]).unwrap();
+        let ok = parse(&[
+            "--interface",
+            "e",
+            "--address",
+            "192.0.2.1",
+            "--lease-duration",
+            "1s",
+            "--renew-deadline",
+            "700ms",
+            "--retry-period",
+            "200ms",
+        ])
+        .unwrap();
         ok.validate().unwrap();
-        let bad = parse(&["--interface", "e", "--address", "192.0.2.1", "--lease-duration", "1s", "--renew-deadline", "750ms", "--retry-period", "200ms"]).unwrap();
+        let bad = parse(&[
+            "--interface",
+            "e",
+            "--address",
+            "192.0.2.1",
+            "--lease-duration",
+            "1s",
+            "--renew-deadline",
+            "750ms",
+            "--retry-period",
+            "200ms",
+        ])
+        .unwrap();
         assert!(bad.validate().is_err());
     }
 }

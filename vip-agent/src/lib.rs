@@ -8,7 +8,7 @@ pub mod announce;
 pub mod clock;
 pub mod config;
 pub mod dataplane;
-pub mod node;
 pub mod election;
 pub mod manifest;
 pub mod metrics;
+pub mod node;

@@ -60,7 +60,9 @@ impl Metrics {
     }
 
     pub fn add_announcements(&self, n: usize) {
-        self.inner.announcements.fetch_add(n as u64, Ordering::Relaxed);
+        self.inner
+            .announcements
+            .fetch_add(n as u64, Ordering::Relaxed);
     }
 
     /// The text exposition (Prometheus format 0.0.4).
@@ -77,37 +79,140 @@ impl Metrics {
         };
         let id = format!("{{identity=\"{}\"}}", escape(&i.identity));
         let leading = matches!(st.role, Role::Leading);
-        family("vip_agent_leader", "gauge", "1 while this node holds the Lease and answers for the VIP.", &[(id.clone(), u8::from(leading).to_string())]);
+        family(
+            "vip_agent_leader",
+            "gauge",
+            "1 while this node holds the Lease and answers for the VIP.",
+            &[(id.clone(), u8::from(leading).to_string())],
+        );
         let holder = match &st.role {
             Role::Leading => i.identity.clone(),
             Role::Following { holder } => holder.clone().unwrap_or_default(),
         };
-        family("vip_agent_lease_holder_info", "gauge", "The Lease holder as this node last saw it.", &[(format!("{{holder=\"{}\"}}", escape(&holder)), "1".into())]);
+        family(
+            "vip_agent_lease_holder_info",
+            "gauge",
+            "The Lease holder as this node last saw it.",
+            &[(format!("{{holder=\"{}\"}}", escape(&holder)), "1".into())],
+        );
         let remaining = st
             .fence_deadline
             .map(|d| d.as_nanos().saturating_sub(MonoTime::now().as_nanos()) as f64 / 1e9)
             .unwrap_or(0.0);
-        family("vip_agent_fence_remaining_seconds", "gauge", "Time until the data plane stops answering by itself unless the Lease is renewed.", &[(String::new(), format!("{remaining:.6}"))]);
-        family("vip_agent_healthy", "gauge", "Health gate (1: may lead).", &[(String::new(), u8::from(st.healthy).to_string())]);
-        family("vip_agent_lease_transitions", "gauge", "leaseTransitions of the Lease as last seen.", &[(String::new(), st.lease_transitions.to_string())]);
-        family("vip_agent_acquisitions_total", "counter", "Times this node became leader.", &[(String::new(), st.acquisitions.to_string())]);
-        family("vip_agent_renewals_total", "counter", "Successful Lease renewals.", &[(String::new(), st.renewals.to_string())]);
-        family("vip_agent_renew_failures_total", "counter", "Failed Lease renewals.", &[(String::new(), st.renew_failures.to_string())]);
-        family("vip_agent_api_requests_total", "counter", "Requests made to the Kubernetes API (each watch counts once).", &[(String::new(), st.api_requests.to_string())]);
-        family("vip_agent_watch_starts_total", "counter", "Lease watches opened.", &[(String::new(), st.watch_starts.to_string())]);
-        family("vip_agent_announcements_total", "counter", "Gratuitous ARP / unsolicited NA frames sent.", &[(String::new(), i.announcements.load(Ordering::Relaxed).to_string())]);
-        family("vip_agent_xdp_info", "gauge", "XDP attach mode.", &[(format!("{{mode=\"{}\"}}", i.xdp_mode), "1".into())]);
-        let vip_samples: Vec<_> = i.vips.iter().map(|v| (format!("{{vip=\"{}\"}}", escape(v)), "1".to_string())).collect();
-        family("vip_agent_vip_info", "gauge", "VIPs this agent serves.", &vip_samples);
+        family(
+            "vip_agent_fence_remaining_seconds",
+            "gauge",
+            "Time until the data plane stops answering by itself unless the Lease is renewed.",
+            &[(String::new(), format!("{remaining:.6}"))],
+        );
+        family(
+            "vip_agent_healthy",
+            "gauge",
+            "Health gate (1: may lead).",
+            &[(String::new(), u8::from(st.healthy).to_string())],
+        );
+        family(
+            "vip_agent_lease_transitions",
+            "gauge",
+            "leaseTransitions of the Lease as last seen.",
+            &[(String::new(), st.lease_transitions.to_string())],
+        );
+        family(
+            "vip_agent_acquisitions_total",
+            "counter",
+            "Times this node became leader.",
+            &[(String::new(), st.acquisitions.to_string())],
+        );
+        family(
+            "vip_agent_renewals_total",
+            "counter",
+            "Successful Lease renewals.",
+            &[(String::new(), st.renewals.to_string())],
+        );
+        family(
+            "vip_agent_renew_failures_total",
+            "counter",
+            "Failed Lease renewals.",
+            &[(String::new(), st.renew_failures.to_string())],
+        );
+        family(
+            "vip_agent_api_requests_total",
+            "counter",
+            "Requests made to the Kubernetes API (each watch counts once).",
+            &[(String::new(), st.api_requests.to_string())],
+        );
+        family(
+            "vip_agent_watch_starts_total",
+            "counter",
+            "Lease watches opened.",
+            &[(String::new(), st.watch_starts.to_string())],
+        );
+        family(
+            "vip_agent_announcements_total",
+            "counter",
+            "Gratuitous ARP / unsolicited NA frames sent.",
+            &[(
+                String::new(),
+                i.announcements.load(Ordering::Relaxed).to_string(),
+            )],
+        );
+        family(
+            "vip_agent_xdp_info",
+            "gauge",
+            "XDP attach mode.",
+            &[(format!("{{mode=\"{}\"}}", i.xdp_mode), "1".into())],
+        );
+        let vip_samples: Vec<_> = i
+            .vips
+            .iter()
+            .map(|v| (format!("{{vip=\"{}\"}}", escape(v)), "1".to_string()))
+            .collect();
+        family(
+            "vip_agent_vip_info",
+            "gauge",
+            "VIPs this agent serves.",
+            &vip_samples,
+        );
         if let Some(c) = i.counters.borrow().as_ref() {
             let proto = |arp: Counter, ns: Counter| {
-                vec![("{proto=\"arp\"}".to_string(), c.get(arp).to_string()), ("{proto=\"ns\"}".to_string(), c.get(ns).to_string())]
+                vec![
+                    ("{proto=\"arp\"}".to_string(), c.get(arp).to_string()),
+                    ("{proto=\"ns\"}".to_string(), c.get(ns).to_string()),
+                ]
             };
-            family("vip_xdp_requests_total", "counter", "Well-formed ARP requests / neighbour solicitations seen by the XDP program.", &proto(Counter::ArpRequests, Counter::NsRequests));
-            family("vip_xdp_answered_total", "counter", "Requests for the VIP answered in XDP.", &proto(Counter::ArpAnswered, Counter::NsAnswered));
-            family("vip_xdp_fenced_total", "counter", "Requests for the VIP dropped because this node may not answer.", &proto(Counter::ArpFenced, Counter::NsFenced));
-            let passed: Vec<_> = PassReason::ALL.iter().map(|r| (format!("{{reason=\"{}\"}}", r.label()), c.passed(*r).to_string())).collect();
-            family("vip_xdp_passed_total", "counter", "Frames passed to the kernel untouched, by reason.", &passed);
+            family(
+                "vip_xdp_requests_total",
+                "counter",
+                "Well-formed ARP requests / neighbour solicitations seen by the XDP program.",
+                &proto(Counter::ArpRequests, Counter::NsRequests),
+            );
+            family(
+                "vip_xdp_answered_total",
+                "counter",
+                "Requests for the VIP answered in XDP.",
+                &proto(Counter::ArpAnswered, Counter::NsAnswered),
+            );
+            family(
+                "vip_xdp_fenced_total",
+                "counter",
+                "Requests for the VIP dropped because this node may not answer.",
+                &proto(Counter::ArpFenced, Counter::NsFenced),
+            );
+            let passed: Vec<_> = PassReason::ALL
+                .iter()
+                .map(|r| {
+                    (
+                        format!("{{reason=\"{}\"}}", r.label()),
+                        c.passed(*r).to_string(),
+                    )
+                })
+                .collect();
+            family(
+                "vip_xdp_passed_total",
+                "counter",
+                "Frames passed to the kernel untouched, by reason.",
+                &passed,
+            );
         }
         out
     }
@@ -118,7 +223,9 @@ impl Metrics {
 }
 
 fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// Serves until `shutdown`. Returns the bound address at once via `bound`.
@@ -158,10 +265,18 @@ pub async fn serve(listener: TcpListener, metrics: Metrics, shutdown: Cancellati
             let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
             debug!(%peer, method, path, "metrics request");
             let (code, ctype, body) = match (method, path.split('?').next().unwrap_or("")) {
-                ("GET", "/metrics") => (200, "text/plain; version=0.0.4; charset=utf-8", metrics.render()),
+                ("GET", "/metrics") => (
+                    200,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    metrics.render(),
+                ),
                 ("GET", "/healthz") | ("GET", "/livez") => (200, "text/plain", "ok\n".to_string()),
                 ("GET", "/readyz") if metrics.ready() => (200, "text/plain", "ok\n".to_string()),
-                ("GET", "/readyz") => (503, "text/plain", "not ready: XDP responder not attached yet\n".to_string()),
+                ("GET", "/readyz") => (
+                    503,
+                    "text/plain",
+                    "not ready: XDP responder not attached yet\n".to_string(),
+                ),
                 ("GET", _) => (404, "text/plain", "not found\n".to_string()),
                 _ => (405, "text/plain", "method not allowed\n".to_string()),
             };
@@ -189,7 +304,9 @@ pub async fn bind(addr: &str) -> anyhow::Result<Option<TcpListener>> {
     let sa: SocketAddr = addr
         .parse()
         .map_err(|e| anyhow::anyhow!("--metrics-addr {addr:?}: {e}; fix: give IP:PORT such as 0.0.0.0:2112, or an empty value to disable"))?;
-    let l = TcpListener::bind(sa).await.map_err(|e| anyhow::anyhow!("--metrics-addr {addr}: cannot listen: {e}"))?;
+    let l = TcpListener::bind(sa)
+        .await
+        .map_err(|e| anyhow::anyhow!("--metrics-addr {addr}: cannot listen: {e}"))?;
     Ok(Some(l))
 }
 
@@ -200,21 +317,41 @@ mod tests {
     #[test]
     fn exposition_has_every_family_with_help_and_type() {
         let (_s_tx, s_rx) = watch::channel(Status::default());
-        let (_c_tx, c_rx) = watch::channel(Some(Counters([3; vip_common::maps::COUNTERS_LEN as usize])));
+        let (_c_tx, c_rx) =
+            watch::channel(Some(Counters([3; vip_common::maps::COUNTERS_LEN as usize])));
         let (_r_tx, r_rx) = watch::channel(true);
-        let m = Metrics::new("cp\"1".into(), "skb", vec!["192.0.2.10".into()], s_rx, c_rx, r_rx);
+        let m = Metrics::new(
+            "cp\"1".into(),
+            "skb",
+            vec!["192.0.2.10".into()],
+            s_rx,
+            c_rx,
+            r_rx,
+        );
         m.add_announcements(4);
         let text = m.render();
-        for fam in ["vip_agent_leader", "vip_xdp_answered_total", "vip_xdp_passed_total", "vip_agent_announcements_total"] {
-            assert!(text.contains(&format!("# TYPE {fam} ")), "{fam} missing:\n{text}");
+        for fam in [
+            "vip_agent_leader",
+            "vip_xdp_answered_total",
+            "vip_xdp_passed_total",
+            "vip_agent_announcements_total",
+        ] {
+            assert!(
+                text.contains(&format!("# TYPE {fam} ")),
+                "{fam} missing:\n{text}"
+            );
         }
-        assert!(text.contains("vip_agent_leader{identity=\"cp\\\"1\"} 0"), "{text}");
+        assert!(
+            text.contains("vip_agent_leader{identity=\"cp\\\"1\"} 0"),
+            "{text}"
+        );
         assert!(text.contains("vip_agent_announcements_total 4"));
         assert!(text.contains("vip_xdp_passed_total{reason=\"not_vip\"} 3"));
         // Every sample line: name{labels} value, value parses as a float.
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let v = line.rsplit(' ').next().unwrap();
-            v.parse::<f64>().unwrap_or_else(|_| panic!("bad value in {line:?}"));
+            v.parse::<f64>()
+                .unwrap_or_else(|_| panic!("bad value in {line:?}"));
         }
     }
 }

@@ -45,7 +45,15 @@ impl Node {
         }
         let mut dataplane = dataplane;
         dataplane.forget_unconfigured()?;
-        Ok(Self { inner: Mutex::new(Inner { dataplane, addresses, leading: false }), vips, announce })
+        Ok(Self {
+            inner: Mutex::new(Inner {
+                dataplane,
+                addresses,
+                leading: false,
+            }),
+            vips,
+            announce,
+        })
     }
 
     /// Answer until `deadline`; on the first call after following, also add

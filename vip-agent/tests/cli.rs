@@ -11,11 +11,24 @@ fn agent(args: &[&str]) -> (bool, String) {
         .env("NO_COLOR", "1")
         .output()
         .expect("run vip-agent");
-    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 fn run_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
-    let mut v = vec!["run", "--interface", "lo", "--address", "192.0.2.10", "--metrics-addr", "", "--node-name", "t"];
+    let mut v = vec![
+        "run",
+        "--interface",
+        "lo",
+        "--address",
+        "192.0.2.10",
+        "--metrics-addr",
+        "",
+        "--node-name",
+        "t",
+    ];
     v.extend_from_slice(extra);
     v
 }
@@ -24,14 +37,27 @@ fn run_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
 fn invalid_duration_names_the_flag_and_the_format() {
     let (ok, err) = agent(&run_args(&["--lease-duration", "three"]));
     assert!(!ok);
-    assert!(err.contains("--lease-duration") && err.contains("500ms"), "{err}");
+    assert!(
+        err.contains("--lease-duration") && err.contains("500ms"),
+        "{err}"
+    );
 }
 
 #[test]
 fn durations_in_the_wrong_order_are_refused_with_the_fix() {
-    let (ok, err) = agent(&run_args(&["--lease-duration", "2s", "--renew-deadline", "2s"]));
+    let (ok, err) = agent(&run_args(&[
+        "--lease-duration",
+        "2s",
+        "--renew-deadline",
+        "2s",
+    ]));
     assert!(!ok);
-    assert!(err.contains("--renew-deadline") && err.contains("--lease-duration") && err.contains("raise"), "{err}");
+    assert!(
+        err.contains("--renew-deadline")
+            && err.contains("--lease-duration")
+            && err.contains("raise"),
+        "{err}"
+    );
     let (ok, err) = agent(&run_args(&["--retry-period", "3s"]));
     assert!(!ok);
     assert!(err.contains("--retry-period"), "{err}");
@@ -42,36 +68,83 @@ fn bad_vip_and_missing_address() {
     let (ok, err) = agent(&["run", "--interface", "lo", "--metrics-addr", ""]);
     assert!(!ok);
     assert!(err.contains("--address"), "{err}");
-    let (ok, err) = agent(&["run", "--interface", "lo", "--address", "192.0.2.300", "--metrics-addr", ""]);
+    let (ok, err) = agent(&[
+        "run",
+        "--interface",
+        "lo",
+        "--address",
+        "192.0.2.300",
+        "--metrics-addr",
+        "",
+    ]);
     assert!(!ok);
-    assert!(err.contains("--address") && err.contains("192.0.2.300"), "{err}");
+    assert!(
+        err.contains("--address") && err.contains("192.0.2.300"),
+        "{err}"
+    );
     let (ok, err) = agent(&run_args(&["--address", "239.1.1.1"]));
     assert!(!ok);
-    assert!(err.contains("239.1.1.1") && err.contains("unicast"), "{err}");
+    assert!(
+        err.contains("239.1.1.1") && err.contains("unicast"),
+        "{err}"
+    );
 }
 
 #[test]
 fn unreadable_kubeconfig_names_the_file_before_touching_the_system() {
     let (ok, err) = agent(&[
-        "run", "--interface", "vip-no-such-if", "--address", "192.0.2.10", "--metrics-addr", "", "--node-name", "t",
-        "--kubeconfig", "/nonexistent/admin.conf",
+        "run",
+        "--interface",
+        "vip-no-such-if",
+        "--address",
+        "192.0.2.10",
+        "--metrics-addr",
+        "",
+        "--node-name",
+        "t",
+        "--kubeconfig",
+        "/nonexistent/admin.conf",
     ]);
     assert!(!ok);
-    assert!(err.contains("/nonexistent/admin.conf") && err.contains("--kubeconfig"), "{err}");
+    assert!(
+        err.contains("/nonexistent/admin.conf") && err.contains("--kubeconfig"),
+        "{err}"
+    );
     // It failed on the kubeconfig, before looking at the interface.
     assert!(!err.contains("vip-no-such-if"), "{err}");
 }
 
 #[test]
 fn unknown_interface_is_named() {
-    let (ok, err) = agent(&["run", "--interface", "vip-no-such-if", "--address", "192.0.2.10", "--no-election", "--metrics-addr", ""]);
+    let (ok, err) = agent(&[
+        "run",
+        "--interface",
+        "vip-no-such-if",
+        "--address",
+        "192.0.2.10",
+        "--no-election",
+        "--metrics-addr",
+        "",
+    ]);
     assert!(!ok);
-    assert!(err.contains("vip-no-such-if") && err.contains("--interface"), "{err}");
+    assert!(
+        err.contains("vip-no-such-if") && err.contains("--interface"),
+        "{err}"
+    );
 }
 
 #[test]
 fn bad_metrics_address_is_named() {
-    let (ok, err) = agent(&["run", "--interface", "lo", "--address", "192.0.2.10", "--no-election", "--metrics-addr", "localhost"]);
+    let (ok, err) = agent(&[
+        "run",
+        "--interface",
+        "lo",
+        "--address",
+        "192.0.2.10",
+        "--no-election",
+        "--metrics-addr",
+        "localhost",
+    ]);
     assert!(!ok);
     assert!(err.contains("--metrics-addr"), "{err}");
 }
@@ -95,13 +168,36 @@ fn kube_vip_environment_names_are_understood() {
 #[test]
 fn manifest_pod_through_the_binary() {
     let out = Command::new(env!("CARGO_BIN_EXE_vip-agent"))
-        .args(["manifest", "pod", "--interface", "eth0", "--address", "192.0.2.10"])
+        .args([
+            "manifest",
+            "pod",
+            "--interface",
+            "eth0",
+            "--address",
+            "192.0.2.10",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let yaml = String::from_utf8_lossy(&out.stdout);
-    assert!(yaml.contains("kind: Pod") && yaml.contains("192.0.2.10") && yaml.contains("/sys/fs/bpf"), "{yaml}");
-    let (ok, err) = agent(&["manifest", "pod", "--interface", "eth0", "--address", "192.0.2.10", "--renew-deadline", "5s"]);
+    assert!(
+        yaml.contains("kind: Pod") && yaml.contains("192.0.2.10") && yaml.contains("/sys/fs/bpf"),
+        "{yaml}"
+    );
+    let (ok, err) = agent(&[
+        "manifest",
+        "pod",
+        "--interface",
+        "eth0",
+        "--address",
+        "192.0.2.10",
+        "--renew-deadline",
+        "5s",
+    ]);
     assert!(!ok);
     assert!(err.contains("--renew-deadline"), "{err}");
 }

@@ -16,7 +16,9 @@ use vip_agent::clock::MonoTime;
 use vip_agent::election::client::{ClientOptions, build_client};
 use vip_agent::election::kube_store::KubeLeaseStore;
 use vip_agent::election::{self, Clock, ElectionConfig, ElectionError, Fence, Role, Status};
-use vip_lab::lease_server::{LeaseServer, LeaseServerHandle, LeaseServerOptions, PartitionMode, Target};
+use vip_lab::lease_server::{
+    LeaseServer, LeaseServerHandle, LeaseServerOptions, PartitionMode, Target,
+};
 
 const NS: &str = "kube-system";
 const NAME: &str = "vip-control-plane";
@@ -41,7 +43,11 @@ struct RecFence(Arc<Mutex<Rec>>);
 
 impl Fence for RecFence {
     async fn lead(&self, deadline: MonoTime) -> anyhow::Result<()> {
-        self.0.lock().unwrap().events.push((MonoTime::now(), Some(deadline)));
+        self.0
+            .lock()
+            .unwrap()
+            .events
+            .push((MonoTime::now(), Some(deadline)));
         Ok(())
     }
     async fn follow(&self) -> anyhow::Result<()> {
@@ -97,11 +103,18 @@ struct Node {
     task: Option<JoinHandle<Result<(), ElectionError>>>,
 }
 
-async fn spawn(server: &LeaseServerHandle, kubeconfig: &std::path::Path, id: &str, skew: Option<SignedDuration>) -> Node {
+async fn spawn(
+    server: &LeaseServerHandle,
+    kubeconfig: &std::path::Path,
+    id: &str,
+    skew: Option<SignedDuration>,
+) -> Node {
     let mut opts = ClientOptions::new(id);
     opts.kubeconfig = kubeconfig.to_path_buf();
     opts.api_server = None;
-    let client = build_client(&opts).await.expect("client from the lab kubeconfig");
+    let client = build_client(&opts)
+        .await
+        .expect("client from the lab kubeconfig");
     let _ = server;
     let store = KubeLeaseStore::new(client, NS, NAME);
     let fence = RecFence::default();
@@ -114,21 +127,37 @@ async fn spawn(server: &LeaseServerHandle, kubeconfig: &std::path::Path, id: &st
         let (_h, health) = watch::channel(true);
         let _keep = _h;
         match skew {
-            Some(k) => election::run_with_clock(&store, &c, &f, &SkewedClock(k), health, s, status_tx).await,
+            Some(k) => {
+                election::run_with_clock(&store, &c, &f, &SkewedClock(k), health, s, status_tx)
+                    .await
+            }
             None => election::run(&store, &c, &f, health, s, status_tx).await,
         }
     });
-    Node { id: id.to_owned(), fence, status, stop, task: Some(task) }
+    Node {
+        id: id.to_owned(),
+        fence,
+        status,
+        stop,
+        task: Some(task),
+    }
 }
 
 fn leaders(nodes: &[Node]) -> Vec<String> {
-    nodes.iter().filter(|n| matches!(n.status.borrow().role, Role::Leading)).map(|n| n.id.clone()).collect()
+    nodes
+        .iter()
+        .filter(|n| matches!(n.status.borrow().role, Role::Leading))
+        .map(|n| n.id.clone())
+        .collect()
 }
 
 /// No two nodes' answering intervals overlap.
 fn assert_never_two(nodes: &[Node]) {
     let now = MonoTime::now();
-    let all: Vec<(String, Vec<(MonoTime, MonoTime)>)> = nodes.iter().map(|n| (n.id.clone(), n.fence.intervals(now))).collect();
+    let all: Vec<(String, Vec<(MonoTime, MonoTime)>)> = nodes
+        .iter()
+        .map(|n| (n.id.clone(), n.fence.intervals(now)))
+        .collect();
     for (i, (a, ia)) in all.iter().enumerate() {
         for (b, ib) in &all[i + 1..] {
             for x in ia {
@@ -148,7 +177,11 @@ fn assert_never_two(nodes: &[Node]) {
 }
 
 async fn holder(server: &LeaseServerHandle) -> Option<String> {
-    server.lease(NS, NAME).and_then(|l| l.spec).and_then(|s| s.holder_identity).filter(|h| !h.is_empty())
+    server
+        .lease(NS, NAME)
+        .and_then(|l| l.spec)
+        .and_then(|s| s.holder_identity)
+        .filter(|h| !h.is_empty())
 }
 
 /// Waits until exactly one node leads and the Lease names it.
@@ -160,15 +193,27 @@ async fn one_leader(server: &LeaseServerHandle, nodes: &mut [Node], timeout: Dur
             return nodes.iter().position(|n| n.id == l[0]).unwrap();
         }
         assert!(l.len() <= 1, "two leaders at once: {l:?}");
-        let waits: Vec<_> = nodes.iter_mut().map(|n| Box::pin(n.status.changed())).collect();
-        if tokio::time::timeout_at(deadline, futures::future::select_all(waits)).await.is_err() {
-            panic!("no single leader within {timeout:?}: leaders {:?}, holder {:?}", leaders(nodes), holder(server).await);
+        let waits: Vec<_> = nodes
+            .iter_mut()
+            .map(|n| Box::pin(n.status.changed()))
+            .collect();
+        if tokio::time::timeout_at(deadline, futures::future::select_all(waits))
+            .await
+            .is_err()
+        {
+            panic!(
+                "no single leader within {timeout:?}: leaders {:?}, holder {:?}",
+                leaders(nodes),
+                holder(server).await
+            );
         }
     }
 }
 
 async fn start(n: usize) -> (LeaseServerHandle, tempdir::Dir, Vec<Node>) {
-    let server = LeaseServer::start(LeaseServerOptions::default()).await.expect("lease server");
+    let server = LeaseServer::start(LeaseServerOptions::default())
+        .await
+        .expect("lease server");
     let dir = tempdir::Dir::new();
     let kc = dir.0.join("kubeconfig");
     server.write_kubeconfig(&kc).unwrap();
@@ -185,7 +230,11 @@ mod tempdir {
         pub fn new() -> Self {
             use std::sync::atomic::{AtomicU32, Ordering};
             static N: AtomicU32 = AtomicU32::new(0);
-            let p = std::env::temp_dir().join(format!("vip-election-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+            let p = std::env::temp_dir().join(format!(
+                "vip-election-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ));
             std::fs::create_dir_all(&p).unwrap();
             Self(p)
         }
@@ -211,7 +260,11 @@ async fn stop_all(nodes: Vec<Node>) {
 async fn graceful_and_crash(n: usize) {
     let (server, _dir, mut nodes) = start(n).await;
     let first = one_leader(&server, &mut nodes, Duration::from_secs(5)).await;
-    assert!(server.rejected().is_empty(), "requests a real API server would reject: {:?}", server.rejected());
+    assert!(
+        server.rejected().is_empty(),
+        "requests a real API server would reject: {:?}",
+        server.rejected()
+    );
 
     // Graceful stop: released, taken over at once by a watcher.
     let stopped_at = MonoTime::now();
@@ -220,9 +273,14 @@ async fn graceful_and_crash(n: usize) {
     let mut gone = gone;
     gone.task.take().unwrap().await.unwrap().unwrap();
     let second = one_leader(&server, &mut nodes, Duration::from_secs(3)).await;
-    let takeover = nodes[second].fence.0.lock().unwrap().events[0].0.saturating_duration_since(stopped_at);
+    let takeover = nodes[second].fence.0.lock().unwrap().events[0]
+        .0
+        .saturating_duration_since(stopped_at);
     eprintln!("{n} electors: graceful takeover {takeover:?} after stop was requested");
-    assert!(takeover < Duration::from_millis(500), "graceful takeover took {takeover:?}");
+    assert!(
+        takeover < Duration::from_millis(500),
+        "graceful takeover took {takeover:?}"
+    );
     let mut all = vec![gone];
 
     // Crash (the task is dropped: no release): takeover after lease expiry.
@@ -231,9 +289,17 @@ async fn graceful_and_crash(n: usize) {
     crashed.task.as_ref().unwrap().abort();
     let third = one_leader(&server, &mut nodes, Duration::from_secs(5)).await;
     let events = nodes[third].fence.0.lock().unwrap().events.clone();
-    let took = events.iter().find(|(t, d)| d.is_some() && *t >= crashed_at).unwrap().0.saturating_duration_since(crashed_at);
+    let took = events
+        .iter()
+        .find(|(t, d)| d.is_some() && *t >= crashed_at)
+        .unwrap()
+        .0
+        .saturating_duration_since(crashed_at);
     eprintln!("{n} electors: crash takeover {took:?} (lease 1s, retry 200ms)");
-    assert!(took <= Duration::from_millis(1000 + 200 + 500), "crash takeover took {took:?}");
+    assert!(
+        took <= Duration::from_millis(1000 + 200 + 500),
+        "crash takeover took {took:?}"
+    );
     all.push(crashed);
     all.extend(nodes);
     assert_never_two(&all);
@@ -268,7 +334,10 @@ async fn partitioned_leader_falls_silent_before_anyone_acquires() {
             if h.is_some() && h.as_deref() != Some(id.as_str()) {
                 break;
             }
-            assert!(tokio::time::Instant::now() < deadline, "nobody took over from partitioned {id}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "nobody took over from partitioned {id}"
+            );
             let mut rx = server.subscribe();
             let _ = tokio::time::timeout(Duration::from_millis(200), rx.recv()).await;
         }
@@ -299,7 +368,10 @@ async fn api_server_restart_and_error_storm_keep_one_leader() {
     while tokio::time::Instant::now() < storm_end {
         let l = leaders(&nodes);
         assert!(l.len() <= 1, "two leaders believed at once: {l:?}");
-        let waits: Vec<_> = nodes.iter_mut().map(|n| Box::pin(n.status.changed())).collect();
+        let waits: Vec<_> = nodes
+            .iter_mut()
+            .map(|n| Box::pin(n.status.changed()))
+            .collect();
         let _ = tokio::time::timeout_at(storm_end, futures::future::select_all(waits)).await;
     }
     server.heal();
@@ -315,22 +387,42 @@ async fn api_server_restart_and_error_storm_keep_one_leader() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wall_clock_far_off_changes_nothing() {
-    let server = LeaseServer::start(LeaseServerOptions::default()).await.unwrap();
+    let server = LeaseServer::start(LeaseServerOptions::default())
+        .await
+        .unwrap();
     let dir = tempdir::Dir::new();
     let kc = dir.0.join("kubeconfig");
     server.write_kubeconfig(&kc).unwrap();
     // The leader's wall clock is a year ahead: its renewTime says the lease is
     // valid for a year. Followers must still take over one lease duration after
     // they last saw a change.
-    let mut nodes = vec![spawn(&server, &kc, "skewed", Some(SignedDuration::from_hours(24 * 365))).await];
+    let mut nodes = vec![
+        spawn(
+            &server,
+            &kc,
+            "skewed",
+            Some(SignedDuration::from_hours(24 * 365)),
+        )
+        .await,
+    ];
     one_leader(&server, &mut nodes, Duration::from_secs(5)).await;
     nodes.push(spawn(&server, &kc, "normal1", None).await);
-    nodes.push(spawn(&server, &kc, "normal2", Some(SignedDuration::from_hours(-24 * 365))).await);
+    nodes.push(
+        spawn(
+            &server,
+            &kc,
+            "normal2",
+            Some(SignedDuration::from_hours(-24 * 365)),
+        )
+        .await,
+    );
     let skewed = nodes.remove(0);
     let crashed_at = MonoTime::now();
     skewed.task.as_ref().unwrap().abort();
     let l = one_leader(&server, &mut nodes, Duration::from_secs(5)).await;
-    let took = nodes[l].fence.0.lock().unwrap().events[0].0.saturating_duration_since(crashed_at);
+    let took = nodes[l].fence.0.lock().unwrap().events[0]
+        .0
+        .saturating_duration_since(crashed_at);
     eprintln!("takeover from a leader with a wall clock a year ahead: {took:?}");
     assert!(took <= Duration::from_millis(1700), "{took:?}");
     nodes.push(skewed);
@@ -341,16 +433,27 @@ async fn wall_clock_far_off_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rbac_forbidden_never_leads_and_says_how_to_fix() {
-    let server = LeaseServer::start(LeaseServerOptions::default()).await.unwrap();
+    let server = LeaseServer::start(LeaseServerOptions::default())
+        .await
+        .unwrap();
     let dir = tempdir::Dir::new();
     let kc = dir.0.join("kubeconfig");
     server.write_kubeconfig(&kc).unwrap();
     server.forbid("denied");
     let mut n = spawn(&server, &kc, "denied", None).await;
-    let r = tokio::time::timeout(Duration::from_secs(5), n.task.take().unwrap()).await.expect("returns").unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(5), n.task.take().unwrap())
+        .await
+        .expect("returns")
+        .unwrap();
     let e = r.expect_err("a 403 must stop the elector").to_string();
-    assert!(e.contains("forbidden") && e.contains("leases") && e.contains("RBAC"), "{e}");
-    assert!(n.fence.intervals(MonoTime::now()).is_empty(), "a forbidden node must never answer");
+    assert!(
+        e.contains("forbidden") && e.contains("leases") && e.contains("RBAC"),
+        "{e}"
+    );
+    assert!(
+        n.fence.intervals(MonoTime::now()).is_empty(),
+        "a forbidden node must never answer"
+    );
     assert_eq!(holder(&server).await, None);
     server.shutdown().await;
 }

@@ -25,12 +25,15 @@ use vip_lab::packet_socket::{EtherType, PacketSocket, parse_arp};
 use vip_lab::topology::{Endpoint, Pair};
 
 const VIP4: [u8; 4] = [192, 0, 2, 100];
-const VIP6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0x00];
+const VIP6: [u8; 16] = [
+    0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0x00,
+];
 const RENEW_DEADLINE: Duration = Duration::from_millis(1000);
 
 fn counters(pin_dir: &Path) -> [u64; COUNTERS_LEN as usize] {
     let md = MapData::from_pin(pin_dir.join("COUNTERS")).expect("pinned COUNTERS map");
-    let arr: PerCpuArray<MapData, u64> = PerCpuArray::try_from(Map::PerCpuArray(md)).expect("per-cpu array");
+    let arr: PerCpuArray<MapData, u64> =
+        PerCpuArray::try_from(Map::PerCpuArray(md)).expect("per-cpu array");
     let mut v = [0u64; COUNTERS_LEN as usize];
     for (i, c) in v.iter_mut().enumerate() {
         *c = arr.get(&(i as u32), 0).expect("counter").iter().sum();
@@ -46,7 +49,8 @@ fn attach_pass_program(peer: &Endpoint) -> Ebpf {
         let mut ebpf = EbpfLoader::new().load(OBJECT).expect("load object");
         let p: &mut Xdp = ebpf.program_mut("vip_xdp").unwrap().try_into().unwrap();
         p.load().unwrap();
-        p.attach_to_if_index(peer.ifindex(), XdpMode::Driver).expect("native XDP on the peer veth");
+        p.attach_to_if_index(peer.ifindex(), XdpMode::Driver)
+            .expect("native XDP on the peer veth");
         ebpf
     })
 }
@@ -59,7 +63,9 @@ fn ask_arp(sock: &PacketSocket, me: &Endpoint, wait: Duration) -> Vec<Vec<u8>> {
     let deadline = Instant::now() + wait;
     let mut replies = Vec::new();
     while let Some(f) = sock
-        .recv_matching(deadline, |f| parse_arp(f).is_some_and(|a| a.op == 2 && a.sender_ip == std::net::Ipv4Addr::from(VIP4)))
+        .recv_matching(deadline, |f| {
+            parse_arp(f).is_some_and(|a| a.op == 2 && a.sender_ip == std::net::Ipv4Addr::from(VIP4))
+        })
         .unwrap()
     {
         replies.push(f);
@@ -71,12 +77,17 @@ fn ask_ns(sock: &PacketSocket, me: &Endpoint, wait: Duration) -> Option<Vec<u8>>
     let req = neighbour_solicitation(me.mac(), me.v6().unwrap().octets(), VIP6, true, false, None);
     sock.drain().unwrap();
     sock.send(&req).unwrap();
-    sock.recv_matching(Instant::now() + wait, |f| f.len() >= 86 && f[12..14] == [0x86, 0xdd] && f[54] == 136 && f[62..78] == VIP6)
-        .unwrap()
+    sock.recv_matching(Instant::now() + wait, |f| {
+        f.len() >= 86 && f[12..14] == [0x86, 0xdd] && f[54] == 136 && f[62..78] == VIP6
+    })
+    .unwrap()
 }
 
 fn has_address(ep: &Endpoint, ip: &str) -> bool {
-    ep.ns().exec_ok(&["-o", "addr", "show", "dev", ep.ifname()]).unwrap().contains(ip)
+    ep.ns()
+        .exec_ok(&["-o", "addr", "show", "dev", ep.ifname()])
+        .unwrap()
+        .contains(ip)
 }
 
 fn has_xdp(ep: &Endpoint) -> bool {
@@ -114,11 +125,20 @@ fn scenario(mode: &str) {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let mut agent = Agent::spawn(&format!("agent-{mode}"), node.ns(), Path::new(env!("CARGO_BIN_EXE_vip-agent")), &args)
-        .expect("spawn agent");
-    let attached = agent.wait_for_log("XDP responder attached", Duration::from_secs(10)).expect("attached");
+    let mut agent = Agent::spawn(
+        &format!("agent-{mode}"),
+        node.ns(),
+        Path::new(env!("CARGO_BIN_EXE_vip-agent")),
+        &args,
+    )
+    .expect("spawn agent");
+    let attached = agent
+        .wait_for_log("XDP responder attached", Duration::from_secs(10))
+        .expect("attached");
     assert!(attached.contains(&format!("mode=\"{mode}\"")), "{attached}");
-    agent.wait_for_log("leading", Duration::from_secs(5)).expect("leading");
+    agent
+        .wait_for_log("leading", Duration::from_secs(5))
+        .expect("leading");
 
     let arp_sock = client.packet_socket(EtherType::Arp).unwrap();
     let v6_sock = client.packet_socket(EtherType::Ipv6).unwrap();
@@ -126,7 +146,12 @@ fn scenario(mode: &str) {
 
     // ARP: exactly one reply (XDP answered; the kernel never saw the request).
     let replies = ask_arp(&arp_sock, client, Duration::from_millis(300));
-    assert_eq!(replies.len(), 1, "one ARP reply expected, got {}", replies.len());
+    assert_eq!(
+        replies.len(),
+        1,
+        "one ARP reply expected, got {}",
+        replies.len()
+    );
     let a = parse_arp(&replies[0]).unwrap();
     assert_eq!(a.op, 2);
     assert_eq!(a.eth_src, node.mac(), "Ethernet source = the node's MAC");
@@ -134,7 +159,10 @@ fn scenario(mode: &str) {
     assert_eq!(a.sender_mac, node.mac());
     assert_eq!(IpAddr::from(a.sender_ip), IpAddr::from(VIP4));
     assert_eq!(a.target_mac, client.mac());
-    assert_eq!(IpAddr::from(a.target_ip), IpAddr::from(client.v4().unwrap()));
+    assert_eq!(
+        IpAddr::from(a.target_ip),
+        IpAddr::from(client.v4().unwrap())
+    );
 
     // NS -> solicited NA with TLLA, hop limit 255, valid checksum.
     let na = ask_ns(&v6_sock, client, Duration::from_millis(500)).expect("neighbour advertisement");
@@ -150,7 +178,10 @@ fn scenario(mode: &str) {
     let opt: NdOpt = unsafe_free_read(&na[78..86]);
     let src: [u8; 16] = na[22..38].try_into().unwrap();
     let dst: [u8; 16] = na[38..54].try_into().unwrap();
-    assert!(nd_checksum_ok(&src, &dst, &msg, Some(&opt)), "ICMPv6 checksum");
+    assert!(
+        nd_checksum_ok(&src, &dst, &msg, Some(&opt)),
+        "ICMPv6 checksum"
+    );
 
     let after = counters(pins.path());
     assert!(after[Counter::ArpAnswered as usize] > before[Counter::ArpAnswered as usize]);
@@ -167,38 +198,64 @@ fn scenario(mode: &str) {
         }
     }
     let silent_after = silent_after.expect("frozen agent must fall silent");
-    assert!(silent_after <= RENEW_DEADLINE + Duration::from_millis(300), "silent after {silent_after:?}");
-    assert!(has_address(node, "192.0.2.100"), "address still configured while frozen");
+    assert!(
+        silent_after <= RENEW_DEADLINE + Duration::from_millis(300),
+        "silent after {silent_after:?}"
+    );
+    assert!(
+        has_address(node, "192.0.2.100"),
+        "address still configured while frozen"
+    );
     for _ in 0..3 {
-        assert!(ask_arp(&arp_sock, client, Duration::from_millis(100)).is_empty(), "fenced: neither XDP nor the kernel answers");
+        assert!(
+            ask_arp(&arp_sock, client, Duration::from_millis(100)).is_empty(),
+            "fenced: neither XDP nor the kernel answers"
+        );
     }
-    assert!(ask_ns(&v6_sock, client, Duration::from_millis(200)).is_none(), "fenced NS");
+    assert!(
+        ask_ns(&v6_sock, client, Duration::from_millis(200)).is_none(),
+        "fenced NS"
+    );
     let fenced = counters(pins.path());
     assert!(fenced[Counter::ArpFenced as usize] >= 3);
-    eprintln!("{mode}: frozen agent fell silent {silent_after:?} after SIGSTOP (renew deadline {RENEW_DEADLINE:?})");
+    eprintln!(
+        "{mode}: frozen agent fell silent {silent_after:?} after SIGSTOP (renew deadline {RENEW_DEADLINE:?})"
+    );
 
     // Thawed: answers again once it renews.
     agent.signal(Signal::SIGCONT).unwrap();
     let thawed = Instant::now();
     while ask_arp(&arp_sock, client, Duration::from_millis(50)).is_empty() {
-        assert!(thawed.elapsed() < Duration::from_secs(3), "thawed agent must answer again");
+        assert!(
+            thawed.elapsed() < Duration::from_secs(3),
+            "thawed agent must answer again"
+        );
     }
 
     // Graceful stop: no reply, no address, no XDP program, no pins.
     let status = agent.stop(Duration::from_secs(5)).expect("agent exits");
     assert!(status.success(), "exit status {status}: {}", agent.tail(10));
-    assert!(ask_arp(&arp_sock, client, Duration::from_millis(300)).is_empty(), "nothing answers after stop");
+    assert!(
+        ask_arp(&arp_sock, client, Duration::from_millis(300)).is_empty(),
+        "nothing answers after stop"
+    );
     assert!(ask_ns(&v6_sock, client, Duration::from_millis(300)).is_none());
     assert!(!has_address(node, "192.0.2.100"));
     assert!(!has_address(node, "2001:db8::100"));
     assert!(!has_xdp(node), "XDP program left attached");
-    assert!(!pins.path().exists(), "pins left behind in {}", pins.path().display());
+    assert!(
+        !pins.path().exists(),
+        "pins left behind in {}",
+        pins.path().display()
+    );
 }
 
 /// Copies a byte struct out of a slice of exactly its size.
 fn unsafe_free_read<T: Copy>(bytes: &[u8]) -> T {
     use vip_common::Packet;
-    vip_common::frame::Frame::new(bytes.to_vec()).load::<T>(0).expect("size")
+    vip_common::frame::Frame::new(bytes.to_vec())
+        .load::<T>(0)
+        .expect("size")
 }
 
 #[test]
@@ -225,23 +282,44 @@ fn crash_leaves_the_fence_and_a_restart_adopts_it() {
     let (node, client) = (pair.a(), pair.b());
     let pins = PinDirGuard::new("adopt");
     let args: Vec<String> = [
-        "run", "--interface", node.ifname(), "--address", "192.0.2.100", "--no-election", "--xdp-mode", "skb",
-        "--pin-dir", &pins.path().display().to_string(), "--renew-deadline", "1s", "--retry-period", "200ms",
-        "--metrics-addr", "",
+        "run",
+        "--interface",
+        node.ifname(),
+        "--address",
+        "192.0.2.100",
+        "--no-election",
+        "--xdp-mode",
+        "skb",
+        "--pin-dir",
+        &pins.path().display().to_string(),
+        "--renew-deadline",
+        "1s",
+        "--retry-period",
+        "200ms",
+        "--metrics-addr",
+        "",
     ]
     .iter()
     .map(|s| s.to_string())
     .collect();
     let bin = Path::new(env!("CARGO_BIN_EXE_vip-agent"));
     let mut first = Agent::spawn("first", node.ns(), bin, &args).expect("spawn");
-    first.wait_for_log("leading", Duration::from_secs(10)).expect("leading");
+    first
+        .wait_for_log("leading", Duration::from_secs(10))
+        .expect("leading");
     let sock = client.packet_socket(EtherType::Arp).unwrap();
     assert_eq!(ask_arp(&sock, client, Duration::from_millis(300)).len(), 1);
 
     first.kill();
     let killed = Instant::now();
-    assert!(has_xdp(node), "the pinned link keeps the program attached after SIGKILL");
-    assert!(has_address(node, "192.0.2.100"), "a killed agent cannot remove its address");
+    assert!(
+        has_xdp(node),
+        "the pinned link keeps the program attached after SIGKILL"
+    );
+    assert!(
+        has_address(node, "192.0.2.100"),
+        "a killed agent cannot remove its address"
+    );
     assert!(pins.path().join("link").exists() && pins.path().join("VIPS").exists());
     let mut silent_after = None;
     while killed.elapsed() < Duration::from_secs(3) {
@@ -251,21 +329,39 @@ fn crash_leaves_the_fence_and_a_restart_adopts_it() {
         }
     }
     let silent_after = silent_after.expect("the fence expires by itself");
-    assert!(silent_after <= Duration::from_millis(1300), "{silent_after:?}");
+    assert!(
+        silent_after <= Duration::from_millis(1300),
+        "{silent_after:?}"
+    );
     for _ in 0..3 {
-        assert!(ask_arp(&sock, client, Duration::from_millis(100)).is_empty(), "stale address must stay silent");
+        assert!(
+            ask_arp(&sock, client, Duration::from_millis(100)).is_empty(),
+            "stale address must stay silent"
+        );
     }
-    eprintln!("killed agent's fence fell silent {silent_after:?} after SIGKILL (renew deadline 1s)");
+    eprintln!(
+        "killed agent's fence fell silent {silent_after:?} after SIGKILL (renew deadline 1s)"
+    );
 
     let mut second = Agent::spawn("second", node.ns(), bin, &args).expect("respawn");
-    second.wait_for_log("leading", Duration::from_secs(10)).expect("leading again");
+    second
+        .wait_for_log("leading", Duration::from_secs(10))
+        .expect("leading again");
     let log = second.log();
     let pos = |needle: &str| log.iter().position(|l| l.contains(needle));
     let adopted = pos("adopted").expect("adoption logged");
     let removed = pos("removed a stale VIP address").expect("stale address removal logged");
     let leading = pos("leading").unwrap();
-    assert!(adopted < removed && removed < leading, "order: adopt, remove stale address, then lead:\n{}", log.join("\n"));
-    assert_eq!(ask_arp(&sock, client, Duration::from_millis(300)).len(), 1, "serves again");
+    assert!(
+        adopted < removed && removed < leading,
+        "order: adopt, remove stale address, then lead:\n{}",
+        log.join("\n")
+    );
+    assert_eq!(
+        ask_arp(&sock, client, Duration::from_millis(300)).len(),
+        1,
+        "serves again"
+    );
     assert!(second.stop(Duration::from_secs(5)).unwrap().success());
     assert!(!has_xdp(node) && !has_address(node, "192.0.2.100") && !pins.path().exists());
 }

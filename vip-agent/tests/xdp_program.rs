@@ -23,8 +23,12 @@ const OUR_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
 const PEER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
 const VIP4: [u8; 4] = [192, 0, 2, 100];
 const PEER4: [u8; 4] = [192, 0, 2, 2];
-const VIP6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x64];
-const PEER6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x02];
+const VIP6: [u8; 16] = [
+    0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x64,
+];
+const PEER6: [u8; 16] = [
+    0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x02,
+];
 
 fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
@@ -52,17 +56,30 @@ impl Prog {
         let counters = PerCpuArray::try_from(ebpf.take_map("COUNTERS").unwrap()).unwrap();
         let p: &mut Xdp = ebpf.program_mut("vip_xdp").unwrap().try_into().unwrap();
         p.load().expect("verifier accepts the program");
-        Prog { ebpf, vips, counters }
+        Prog {
+            ebpf,
+            vips,
+            counters,
+        }
     }
 
     fn set(&mut self, state: u8, deadline: MonoTime) {
         for ip in [IpAddr::from(VIP4), IpAddr::from(VIP6)] {
-            self.vips.insert(key_of(ip), VipEntry::new(OUR_MAC, state, deadline.as_nanos()), 0).unwrap();
+            self.vips
+                .insert(
+                    key_of(ip),
+                    VipEntry::new(OUR_MAC, state, deadline.as_nanos()),
+                    0,
+                )
+                .unwrap();
         }
     }
 
     fn active(&mut self) {
-        self.set(STATE_ACTIVE, MonoTime::now().saturating_add(std::time::Duration::from_secs(60)));
+        self.set(
+            STATE_ACTIVE,
+            MonoTime::now().saturating_add(std::time::Duration::from_secs(60)),
+        );
     }
 
     /// Runs one frame; returns (action, output frame).
@@ -72,7 +89,12 @@ impl Prog {
     }
 
     fn run_repeat(&mut self, input: &[u8], repeat: u32) -> (u32, Vec<u8>, std::time::Duration) {
-        let p: &mut Xdp = self.ebpf.program_mut("vip_xdp").unwrap().try_into().unwrap();
+        let p: &mut Xdp = self
+            .ebpf
+            .program_mut("vip_xdp")
+            .unwrap()
+            .try_into()
+            .unwrap();
         let mut out = vec![0u8; 512];
         let mut opts = TestRunOptions::new();
         opts.data_in = Some(input);
@@ -123,10 +145,17 @@ fn neighbour_solicitation_gets_byte_exact_advertisement() {
     require_root!();
     let mut p = Prog::load();
     p.active();
-    for (slla, unicast, vlan) in [(true, false, None), (false, true, None), (true, false, Some(42u16))] {
+    for (slla, unicast, vlan) in [
+        (true, false, None),
+        (false, true, None),
+        (true, false, Some(42u16)),
+    ] {
         let req = neighbour_solicitation(PEER_MAC, PEER6, VIP6, slla, unicast, vlan);
         let (action, out) = p.run(&req);
-        assert_eq!(action, XDP_TX, "slla={slla} unicast={unicast} vlan={vlan:?}");
+        assert_eq!(
+            action, XDP_TX,
+            "slla={slla} unicast={unicast} vlan={vlan:?}"
+        );
         let l3 = if vlan.is_some() { 18 } else { 14 };
         let mut want = Vec::new();
         want.extend_from_slice(&PEER_MAC);
@@ -169,9 +198,15 @@ fn frames_it_must_pass_come_back_unchanged() {
     p.active();
     let ns = neighbour_solicitation(PEER_MAC, PEER6, VIP6, true, false, None);
     let mut cases: Vec<(&str, Vec<u8>)> = vec![
-        ("other target", arp_request(PEER_MAC, PEER4, [192, 0, 2, 7], None)),
+        (
+            "other target",
+            arp_request(PEER_MAC, PEER4, [192, 0, 2, 7], None),
+        ),
         ("gratuitous", gratuitous_arp(PEER_MAC, VIP4)),
-        ("sender is the VIP (gratuitous probe for it)", arp_request(PEER_MAC, VIP4, VIP4, None)),
+        (
+            "sender is the VIP (gratuitous probe for it)",
+            arp_request(PEER_MAC, VIP4, VIP4, None),
+        ),
         ("ipv4-ish junk", vec![0u8; 60]),
         // (Frames shorter than an Ethernet header are refused by
         // BPF_PROG_TEST_RUN itself; the host tests cover them.)
@@ -186,7 +221,10 @@ fn frames_it_must_pass_come_back_unchanged() {
     let mut plen = arp_request(PEER_MAC, PEER4, VIP4, None);
     plen[19] = 6;
     cases.push(("wrong plen", plen));
-    cases.push(("truncated arp", arp_request(PEER_MAC, PEER4, VIP4, None)[..30].to_vec()));
+    cases.push((
+        "truncated arp",
+        arp_request(PEER_MAC, PEER4, VIP4, None)[..30].to_vec(),
+    ));
     let mut mc = arp_request(PEER_MAC, PEER4, VIP4, None);
     mc[6] |= 1;
     cases.push(("multicast source mac", mc));
@@ -200,7 +238,10 @@ fn frames_it_must_pass_come_back_unchanged() {
     csum[14 + 40 + 3] ^= 1;
     cases.push(("ns bad checksum", csum));
     cases.push(("truncated ns", ns[..80].to_vec()));
-    cases.push(("ns for other target", neighbour_solicitation(PEER_MAC, PEER6, PEER6, true, false, None)));
+    cases.push((
+        "ns for other target",
+        neighbour_solicitation(PEER_MAC, PEER6, PEER6, true, false, None),
+    ));
     for (name, frame) in cases {
         let (action, out) = p.run(&frame);
         assert_eq!(action, XDP_PASS, "{name}");
@@ -214,23 +255,48 @@ fn fenced_vips_are_dropped_and_counted() {
     let mut p = Prog::load();
     let before = p.counters();
     // Inactive.
-    p.set(STATE_INACTIVE, MonoTime::now().saturating_add(std::time::Duration::from_secs(60)));
+    p.set(
+        STATE_INACTIVE,
+        MonoTime::now().saturating_add(std::time::Duration::from_secs(60)),
+    );
     assert_eq!(p.run(&arp_request(PEER_MAC, PEER4, VIP4, None)).0, XDP_DROP);
-    assert_eq!(p.run(&neighbour_solicitation(PEER_MAC, PEER6, VIP6, true, false, None)).0, XDP_DROP);
+    assert_eq!(
+        p.run(&neighbour_solicitation(
+            PEER_MAC, PEER6, VIP6, true, false, None
+        ))
+        .0,
+        XDP_DROP
+    );
     // Active, but the deadline has passed (kernel monotonic clock).
     p.set(STATE_ACTIVE, MonoTime::now());
     assert_eq!(p.run(&arp_request(PEER_MAC, PEER4, VIP4, None)).0, XDP_DROP);
-    assert_eq!(p.run(&neighbour_solicitation(PEER_MAC, PEER6, VIP6, false, true, None)).0, XDP_DROP);
+    assert_eq!(
+        p.run(&neighbour_solicitation(
+            PEER_MAC, PEER6, VIP6, false, true, None
+        ))
+        .0,
+        XDP_DROP
+    );
     // Active with a deadline ahead: answered.
     p.active();
     assert_eq!(p.run(&arp_request(PEER_MAC, PEER4, VIP4, None)).0, XDP_TX);
-    assert_eq!(p.run(&neighbour_solicitation(PEER_MAC, PEER6, VIP6, true, false, None)).0, XDP_TX);
+    assert_eq!(
+        p.run(&neighbour_solicitation(
+            PEER_MAC, PEER6, VIP6, true, false, None
+        ))
+        .0,
+        XDP_TX
+    );
     assert_eq!(p.run(&gratuitous_arp(PEER_MAC, VIP4)).0, XDP_PASS);
     assert_eq!(p.run(&[0u8; 60]).0, XDP_PASS);
 
     let after = p.counters();
     let d = |c: u32| after[c as usize] - before[c as usize];
-    assert_eq!(d(Counter::ArpRequests as u32), 4, "3 requests + 1 gratuitous seen");
+    assert_eq!(
+        d(Counter::ArpRequests as u32),
+        4,
+        "3 requests + 1 gratuitous seen"
+    );
     assert_eq!(d(Counter::NsRequests as u32), 3);
     assert_eq!(d(Counter::ArpFenced as u32), 2);
     assert_eq!(d(Counter::NsFenced as u32), 2);
@@ -309,13 +375,31 @@ fn per_packet_cost_is_reported() {
     let mut p = Prog::load();
     p.active();
     let runs = 100_000;
-    let arp = mean_ns(&mut p, &arp_request(PEER_MAC, PEER4, VIP4, None), XDP_TX, runs);
-    let ns = mean_ns(&mut p, &neighbour_solicitation(PEER_MAC, PEER6, VIP6, true, false, None), XDP_TX, runs);
-    let other = mean_ns(&mut p, &arp_request(PEER_MAC, PEER4, [192, 0, 2, 7], None), XDP_PASS, runs);
+    let arp = mean_ns(
+        &mut p,
+        &arp_request(PEER_MAC, PEER4, VIP4, None),
+        XDP_TX,
+        runs,
+    );
+    let ns = mean_ns(
+        &mut p,
+        &neighbour_solicitation(PEER_MAC, PEER6, VIP6, true, false, None),
+        XDP_TX,
+        runs,
+    );
+    let other = mean_ns(
+        &mut p,
+        &arp_request(PEER_MAC, PEER4, [192, 0, 2, 7], None),
+        XDP_PASS,
+        runs,
+    );
     // Passed frames are not rewritten, so a large repeat count is exact here.
     let (a, _, d) = p.run_repeat(&[0u8; 60], 1_000_000);
     assert_eq!(a, XDP_PASS);
-    let (b, _, e) = p.run_repeat(&arp_request(PEER_MAC, PEER4, [192, 0, 2, 7], None), 1_000_000);
+    let (b, _, e) = p.run_repeat(
+        &arp_request(PEER_MAC, PEER4, [192, 0, 2, 7], None),
+        1_000_000,
+    );
     assert_eq!(b, XDP_PASS);
     eprintln!(
         "BPF_PROG_TEST_RUN ns/packet: ARP answered {arp:.0} (mean of {runs} single runs), NS answered {ns:.0} \

@@ -71,8 +71,18 @@ mod tests {
     fn computed_checksum_verifies_and_a_flipped_bit_does_not() {
         let src = [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
         let dst = [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, 0, 0, 0x10];
-        let mut msg = NdMsg { icmp_type: 135, code: 0, checksum: [0; 2], flags: [0; 4], target: [7; 16] };
-        let opt = NdOpt { opt_type: 1, len: 1, data: [2, 0, 0, 0, 0, 9] };
+        let mut msg = NdMsg {
+            icmp_type: 135,
+            code: 0,
+            checksum: [0; 2],
+            flags: [0; 4],
+            target: [7; 16],
+        };
+        let opt = NdOpt {
+            opt_type: 1,
+            len: 1,
+            data: [2, 0, 0, 0, 0, 9],
+        };
         msg.checksum = nd_checksum(&src, &dst, &msg, Some(&opt));
         assert!(nd_checksum_ok(&src, &dst, &msg, Some(&opt)));
         assert!(!nd_checksum_ok(&src, &dst, &msg, None));

@@ -11,7 +11,9 @@ pub struct Frame {
 
 impl Frame {
     pub fn new(bytes: impl Into<Vec<u8>>) -> Self {
-        Self { bytes: bytes.into() }
+        Self {
+            bytes: bytes.into(),
+        }
     }
 }
 
@@ -86,10 +88,28 @@ pub mod craft {
         unicast: bool,
         vlan: Option<u16>,
     ) -> Vec<u8> {
-        let dst_ip = if unicast { target } else { solicited_node(&target) };
-        let dst_mac = if unicast { [0x02, 0, 0, 0, 0, 0xaa] } else { ipv6_multicast_mac(&dst_ip) };
-        let mut msg = NdMsg { icmp_type: ICMPV6_NS, code: 0, checksum: [0; 2], flags: [0; 4], target };
-        let opt = NdOpt { opt_type: ND_OPT_SLLA, len: 1, data: src_mac };
+        let dst_ip = if unicast {
+            target
+        } else {
+            solicited_node(&target)
+        };
+        let dst_mac = if unicast {
+            [0x02, 0, 0, 0, 0, 0xaa]
+        } else {
+            ipv6_multicast_mac(&dst_ip)
+        };
+        let mut msg = NdMsg {
+            icmp_type: ICMPV6_NS,
+            code: 0,
+            checksum: [0; 2],
+            flags: [0; 4],
+            target,
+        };
+        let opt = NdOpt {
+            opt_type: ND_OPT_SLLA,
+            len: 1,
+            data: src_mac,
+        };
         let opt_ref = slla.then_some(&opt);
         msg.checksum = nd_checksum(&src_ip, &dst_ip, &msg, opt_ref);
         let plen: u16 = if slla { 32 } else { 24 };
@@ -147,7 +167,11 @@ pub mod announce {
             flags: [NA_FLAG_OVERRIDE, 0, 0, 0],
             target: ip,
         };
-        let opt = NdOpt { opt_type: ND_OPT_TLLA, len: 1, data: mac };
+        let opt = NdOpt {
+            opt_type: ND_OPT_TLLA,
+            len: 1,
+            data: mac,
+        };
         na.checksum = nd_checksum(&ip, &ALL_NODES_V6, &na, Some(&opt));
         let mut f = Vec::with_capacity(86);
         f.extend_from_slice(&ALL_NODES_MAC);

@@ -173,7 +173,9 @@ mod tests {
 
     #[test]
     fn solicited_node_group_and_mac() {
-        let a = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xab, 0xcd, 0xef];
+        let a = [
+            0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xab, 0xcd, 0xef,
+        ];
         let g = solicited_node(&a);
         assert_eq!(g[..13], [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff]);
         assert_eq!(g[13..], [0xab, 0xcd, 0xef]);

@@ -32,11 +32,19 @@ impl VipKey {
         a[1] = addr[1];
         a[2] = addr[2];
         a[3] = addr[3];
-        Self { family: FAMILY_V4, _pad: [0; 3], addr: a }
+        Self {
+            family: FAMILY_V4,
+            _pad: [0; 3],
+            addr: a,
+        }
     }
 
     pub const fn v6(addr: [u8; 16]) -> Self {
-        Self { family: FAMILY_V6, _pad: [0; 3], addr }
+        Self {
+            family: FAMILY_V6,
+            _pad: [0; 3],
+            addr,
+        }
     }
 }
 
@@ -61,7 +69,12 @@ pub struct VipEntry {
 
 impl VipEntry {
     pub const fn new(mac: [u8; 6], state: u8, deadline_ns: u64) -> Self {
-        Self { deadline_ns, mac, state, _pad: 0 }
+        Self {
+            deadline_ns,
+            mac,
+            state,
+            _pad: 0,
+        }
     }
 
     /// Whether the entry answers at monotonic time `now_ns`.

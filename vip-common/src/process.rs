@@ -39,7 +39,10 @@ pub enum Outcome {
     Fenced(Proto),
     /// Leave the frame to the kernel, unchanged. `request` says whether it was
     /// a well-formed request of that protocol (for the "seen" counters).
-    Passed { reason: PassReason, request: Option<Proto> },
+    Passed {
+        reason: PassReason,
+        request: Option<Proto>,
+    },
 }
 
 #[inline(always)]
@@ -84,7 +87,13 @@ pub fn process<P: Packet, T: VipTable, C: Clock>(pkt: &mut P, vips: &T, now: &C)
 }
 
 #[inline(always)]
-fn arp<P: Packet, T: VipTable, C: Clock>(pkt: &mut P, eth: &EthHdr, l3: usize, vips: &T, now: &C) -> Outcome {
+fn arp<P: Packet, T: VipTable, C: Clock>(
+    pkt: &mut P,
+    eth: &EthHdr,
+    l3: usize,
+    vips: &T,
+    now: &C,
+) -> Outcome {
     let Some(a) = pkt.load::<ArpHdr>(l3) else {
         return pass(PassReason::Truncated, None);
     };
@@ -110,7 +119,11 @@ fn arp<P: Packet, T: VipTable, C: Clock>(pkt: &mut P, eth: &EthHdr, l3: usize, v
     if !entry.answers_at(now.now_ns()) {
         return Outcome::Fenced(Proto::Arp);
     }
-    let reply_eth = EthHdr { dst: a.sha, src: entry.mac, ethertype: eth.ethertype };
+    let reply_eth = EthHdr {
+        dst: a.sha,
+        src: entry.mac,
+        ethertype: eth.ethertype,
+    };
     let reply = ArpHdr {
         oper: ARP_OP_REPLY.to_be_bytes(),
         sha: entry.mac,
@@ -181,7 +194,9 @@ fn neighbour_solicitation<P: Packet, T: VipTable, C: Clock>(
             Some(o) => Some(o),
             None => return pass(PassReason::Truncated, req),
         },
-        len if len > ND_LEN + ND_OPT_LEN && len % 8 == 0 => return unsupported(vips, &msg.target, now),
+        len if len > ND_LEN + ND_OPT_LEN && len % 8 == 0 => {
+            return unsupported(vips, &msg.target, now);
+        }
         _ => return pass(PassReason::Malformed, req),
     };
     if !nd_checksum_ok(&ip.src, &ip.dst, &msg, opt.as_ref()) {
@@ -232,9 +247,17 @@ fn neighbour_solicitation<P: Packet, T: VipTable, C: Clock>(
         flags: [flags, 0, 0, 0],
         target: msg.target,
     };
-    let tlla = NdOpt { opt_type: ND_OPT_TLLA, len: 1, data: entry.mac };
+    let tlla = NdOpt {
+        opt_type: ND_OPT_TLLA,
+        len: 1,
+        data: entry.mac,
+    };
     na.checksum = nd_checksum(&msg.target, &dst_ip, &na, Some(&tlla));
-    let reply_eth = EthHdr { dst: dst_mac, src: entry.mac, ethertype: eth.ethertype };
+    let reply_eth = EthHdr {
+        dst: dst_mac,
+        src: entry.mac,
+        ethertype: eth.ethertype,
+    };
     let reply_ip = Ipv6Hdr {
         vtc_flow: [0x60, 0, 0, 0],
         payload_len: ((ND_LEN + ND_OPT_LEN) as u16).to_be_bytes(),

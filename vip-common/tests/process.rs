@@ -14,8 +14,12 @@ const OUR_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0x01];
 const PEER_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0x02];
 const VIP4: [u8; 4] = [192, 0, 2, 100];
 const PEER4: [u8; 4] = [192, 0, 2, 2];
-const VIP6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x64];
-const PEER6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x02];
+const VIP6: [u8; 16] = [
+    0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x64,
+];
+const PEER6: [u8; 16] = [
+    0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x02,
+];
 const NOW: u64 = 1_000_000_000;
 
 struct Table(HashMap<VipKey, VipEntry>);
@@ -45,7 +49,10 @@ fn run(bytes: Vec<u8>, t: &Table) -> (Outcome, Vec<u8>) {
 
 fn expect_pass(bytes: Vec<u8>, t: &Table, reason: PassReason) {
     let (o, out) = run(bytes.clone(), t);
-    assert!(matches!(o, Outcome::Passed { reason: r, .. } if r == reason), "{o:?} (want {reason:?})");
+    assert!(
+        matches!(o, Outcome::Passed { reason: r, .. } if r == reason),
+        "{o:?} (want {reason:?})"
+    );
     assert_eq!(out, bytes, "a passed frame must be unchanged");
 }
 
@@ -74,7 +81,10 @@ fn vlan_tagged_arp_keeps_its_tag() {
 
 #[test]
 fn ns_for_active_vip_gets_exact_na() {
-    let (o, out) = run(neighbour_solicitation(PEER_MAC, PEER6, VIP6, true, false, None), &active());
+    let (o, out) = run(
+        neighbour_solicitation(PEER_MAC, PEER6, VIP6, true, false, None),
+        &active(),
+    );
     assert_eq!(o, Outcome::Answered(Proto::Ns));
     #[rustfmt::skip]
     let mut want = vec![
@@ -119,19 +129,36 @@ fn ns_without_option_grows_by_the_tlla() {
 
 #[test]
 fn dad_probe_is_answered_to_all_nodes_without_solicited_flag() {
-    let (o, out) = run(neighbour_solicitation(PEER_MAC, [0; 16], VIP6, false, false, None), &active());
+    let (o, out) = run(
+        neighbour_solicitation(PEER_MAC, [0; 16], VIP6, false, false, None),
+        &active(),
+    );
     assert_eq!(o, Outcome::Answered(Proto::Ns));
     assert_eq!(&out[0..6], &[0x33, 0x33, 0, 0, 0, 1]);
-    assert_eq!(out[14 + 24..14 + 40], [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+    assert_eq!(
+        out[14 + 24..14 + 40],
+        [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]
+    );
     assert_eq!(out[14 + 40 + 4], 0x20);
 }
 
 #[test]
 fn fenced_vips_are_dropped_not_passed() {
-    for t in [table(STATE_INACTIVE, NOW + 1_000_000), table(STATE_ACTIVE, NOW), table(STATE_ACTIVE, NOW - 1)] {
-        assert_eq!(run(arp_request(PEER_MAC, PEER4, VIP4, None), &t).0, Outcome::Fenced(Proto::Arp));
+    for t in [
+        table(STATE_INACTIVE, NOW + 1_000_000),
+        table(STATE_ACTIVE, NOW),
+        table(STATE_ACTIVE, NOW - 1),
+    ] {
         assert_eq!(
-            run(neighbour_solicitation(PEER_MAC, PEER6, VIP6, true, false, None), &t).0,
+            run(arp_request(PEER_MAC, PEER4, VIP4, None), &t).0,
+            Outcome::Fenced(Proto::Arp)
+        );
+        assert_eq!(
+            run(
+                neighbour_solicitation(PEER_MAC, PEER6, VIP6, true, false, None),
+                &t
+            )
+            .0,
             Outcome::Fenced(Proto::Ns)
         );
     }
@@ -141,7 +168,11 @@ fn fenced_vips_are_dropped_not_passed() {
 fn everything_else_passes_unchanged() {
     let t = active();
     let other4 = [192, 0, 2, 7];
-    expect_pass(arp_request(PEER_MAC, PEER4, other4, None), &t, PassReason::NotVip);
+    expect_pass(
+        arp_request(PEER_MAC, PEER4, other4, None),
+        &t,
+        PassReason::NotVip,
+    );
     expect_pass(gratuitous_arp(PEER_MAC, VIP4), &t, PassReason::Gratuitous);
     let mut reply = arp_request(PEER_MAC, PEER4, VIP4, None);
     reply[21] = 2;
@@ -161,8 +192,15 @@ fn everything_else_passes_unchanged() {
     }
     // Sender is another VIP known to the map.
     let mut m = active().0;
-    m.insert(VipKey::v4(PEER4), VipEntry::new(OUR_MAC, STATE_ACTIVE, NOW + 1));
-    expect_pass(arp_request(PEER_MAC, PEER4, VIP4, None), &Table(m), PassReason::SenderIsVip);
+    m.insert(
+        VipKey::v4(PEER4),
+        VipEntry::new(OUR_MAC, STATE_ACTIVE, NOW + 1),
+    );
+    expect_pass(
+        arp_request(PEER_MAC, PEER4, VIP4, None),
+        &Table(m),
+        PassReason::SenderIsVip,
+    );
 
     let ns = neighbour_solicitation(PEER_MAC, PEER6, VIP6, true, false, None);
     let mut hop = ns.clone();
@@ -175,11 +213,23 @@ fn everything_else_passes_unchanged() {
     mcast6[6] = 0x33;
     expect_pass(mcast6, &t, PassReason::BadSourceMac);
     expect_pass(ns[..70].to_vec(), &t, PassReason::Truncated);
-    expect_pass(neighbour_solicitation(PEER_MAC, VIP6, VIP6, true, false, None), &t, PassReason::SenderIsVip);
+    expect_pass(
+        neighbour_solicitation(PEER_MAC, VIP6, VIP6, true, false, None),
+        &t,
+        PassReason::SenderIsVip,
+    );
     let mut other6 = VIP6;
     other6[15] = 0x99;
-    expect_pass(neighbour_solicitation(PEER_MAC, PEER6, other6, true, false, None), &t, PassReason::NotVip);
-    expect_pass(unsolicited_na(PEER_MAC, PEER6), &t, PassReason::OtherProtocol);
+    expect_pass(
+        neighbour_solicitation(PEER_MAC, PEER6, other6, true, false, None),
+        &t,
+        PassReason::NotVip,
+    );
+    expect_pass(
+        unsolicited_na(PEER_MAC, PEER6),
+        &t,
+        PassReason::OtherProtocol,
+    );
     expect_pass(vec![0u8; 60], &t, PassReason::OtherProtocol);
 }
 

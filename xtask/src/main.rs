@@ -77,7 +77,10 @@ fn main() -> anyhow::Result<()> {
             let started = Instant::now();
             let object = ebpf_build::build(release).map_err(anyhow::Error::msg)?;
             let size = std::fs::metadata(&object)?.len();
-            eprintln!("built in {:.1} s, {size} bytes", started.elapsed().as_secs_f64());
+            eprintln!(
+                "built in {:.1} s, {size} bytes",
+                started.elapsed().as_secs_f64()
+            );
             println!("{}", object.display());
             Ok(())
         }
@@ -119,7 +122,9 @@ fn run(cmd: &mut Command) -> anyhow::Result<()> {
 
 fn output_ok(cmd: &mut Command) -> Option<String> {
     let out = cmd.output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn setup() -> anyhow::Result<()> {
@@ -128,8 +133,14 @@ fn setup() -> anyhow::Result<()> {
     let has_toolchain = output_ok(Command::new("rustup").args(["toolchain", "list"]))
         .is_some_and(|l| l.lines().any(|t| t.starts_with(&toolchain)));
     let has_src = has_toolchain
-        && output_ok(Command::new("rustup").args(["component", "list", "--installed", "--toolchain", &toolchain]))
-            .is_some_and(|l| l.lines().any(|c| c.starts_with("rust-src")));
+        && output_ok(Command::new("rustup").args([
+            "component",
+            "list",
+            "--installed",
+            "--toolchain",
+            &toolchain,
+        ]))
+        .is_some_and(|l| l.lines().any(|c| c.starts_with("rust-src")));
     if !has_toolchain || !has_src {
         eprintln!("setup: installing {toolchain} with rust-src");
         run(Command::new("rustup").args([
@@ -144,16 +155,31 @@ fn setup() -> anyhow::Result<()> {
     }
     // 2. bpf-linker, built with that nightly (it links against its LLVM).
     let want = ebpf_build::BPF_LINKER_VERSION;
-    let has_linker = output_ok(Command::new("bpf-linker").arg("--version")).is_some_and(|v| v.contains(want));
+    let has_linker =
+        output_ok(Command::new("bpf-linker").arg("--version")).is_some_and(|v| v.contains(want));
     if !has_linker {
         eprintln!("setup: installing bpf-linker {want}");
-        run(Command::new("rustup").args(["run", &toolchain, "cargo", "install", &format!("bpf-linker@{want}"), "--locked"]))?;
+        run(Command::new("rustup").args([
+            "run",
+            &toolchain,
+            "cargo",
+            "install",
+            &format!("bpf-linker@{want}"),
+            "--locked",
+        ]))?;
     }
     // 3. Debian packages.
-    let missing: Vec<&str> = DEBIAN_PACKAGES.iter().filter(|(_, f)| !Path::new(f).exists()).map(|(p, _)| *p).collect();
+    let missing: Vec<&str> = DEBIAN_PACKAGES
+        .iter()
+        .filter(|(_, f)| !Path::new(f).exists())
+        .map(|(p, _)| *p)
+        .collect();
     if !missing.is_empty() {
         if !nix_is_root() {
-            bail!("setup: missing Debian packages {missing:?}; install them as root: apt-get install {}", missing.join(" "));
+            bail!(
+                "setup: missing Debian packages {missing:?}; install them as root: apt-get install {}",
+                missing.join(" ")
+            );
         }
         eprintln!("setup: installing Debian packages {missing:?}");
         run(Command::new("apt-get").arg("update").arg("-qq"))?;
@@ -177,9 +203,20 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
     // machine's network state, so they run one at a time.
     // The lab tests drive real agent processes: build the binary first and
     // name it, so they run the agent of this very tree.
-    run(Command::new(env!("CARGO")).current_dir(root()).args(["build", "-p", "vip-agent", "--bins"]))?;
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
-    let agent = if target.is_absolute() { target } else { root().join(target) }.join("debug/vip-agent");
+    run(Command::new(env!("CARGO")).current_dir(root()).args([
+        "build",
+        "-p",
+        "vip-agent",
+        "--bins",
+    ]))?;
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
+    let agent = if target.is_absolute() {
+        target
+    } else {
+        root().join(target)
+    }
+    .join("debug/vip-agent");
     run(Command::new(env!("CARGO"))
         .current_dir(root())
         .env("VIP_AGENT_BIN", &agent)
@@ -187,16 +224,32 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
         .arg("--")
         .args(["--test-threads", "1"])
         .args(extra))?;
-    eprintln!("xtask test: all passed in {:.0} s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "xtask test: all passed in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
 fn demo() -> anyhow::Result<()> {
     // Build both binaries first (the agent embeds a freshly built XDP object),
     // then run the lab with exactly that agent.
-    run(Command::new(env!("CARGO")).current_dir(root()).args(["build", "-p", "vip-agent", "-p", "vip-lab", "--bins"]))?;
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
-    let bin_dir = if target.is_absolute() { target } else { root().join(target) }.join("debug");
+    run(Command::new(env!("CARGO")).current_dir(root()).args([
+        "build",
+        "-p",
+        "vip-agent",
+        "-p",
+        "vip-lab",
+        "--bins",
+    ]))?;
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
+    let bin_dir = if target.is_absolute() {
+        target
+    } else {
+        root().join(target)
+    }
+    .join("debug");
     let lab = bin_dir.join("vip-lab");
     let agent = bin_dir.join("vip-agent");
     let mut cmd = Command::new(&lab);
@@ -204,7 +257,10 @@ fn demo() -> anyhow::Result<()> {
     if !nix_is_root() {
         // Namespaces, XDP and bpffs need root: re-run the lab through sudo.
         cmd = Command::new("sudo");
-        cmd.arg("--preserve-env=VIP_AGENT_BIN,RUST_LOG").arg(&lab).arg("demo").env("VIP_AGENT_BIN", &agent);
+        cmd.arg("--preserve-env=VIP_AGENT_BIN,RUST_LOG")
+            .arg(&lab)
+            .arg("demo")
+            .env("VIP_AGENT_BIN", &agent);
     }
     run(&mut cmd)
 }
@@ -212,11 +268,23 @@ fn demo() -> anyhow::Result<()> {
 fn bench(args: &[String]) -> anyhow::Result<()> {
     // Release builds: timings of the agent, not of debug code. The agent embeds
     // a freshly built XDP object; the lab runs exactly that agent.
-    run(Command::new(env!("CARGO"))
-        .current_dir(root())
-        .args(["build", "--release", "-p", "vip-agent", "-p", "vip-lab", "--bins"]))?;
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
-    let bin_dir = if target.is_absolute() { target } else { root().join(target) }.join("release");
+    run(Command::new(env!("CARGO")).current_dir(root()).args([
+        "build",
+        "--release",
+        "-p",
+        "vip-agent",
+        "-p",
+        "vip-lab",
+        "--bins",
+    ]))?;
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
+    let bin_dir = if target.is_absolute() {
+        target
+    } else {
+        root().join(target)
+    }
+    .join("release");
     let lab = bin_dir.join("vip-lab");
     let agent = bin_dir.join("vip-agent");
     let mut cmd = if nix_is_root() {
@@ -235,12 +303,29 @@ fn fuzz(seconds: u64) -> anyhow::Result<()> {
     let toolchain = ebpf_build::toolchain().map_err(anyhow::Error::msg)?;
     if output_ok(Command::new("cargo-fuzz").arg("--version")).is_none() {
         eprintln!("fuzz: installing cargo-fuzz");
-        run(Command::new("rustup").args(["run", &toolchain, "cargo", "install", "cargo-fuzz", "--locked"]))?;
+        run(Command::new("rustup").args([
+            "run",
+            &toolchain,
+            "cargo",
+            "install",
+            "cargo-fuzz",
+            "--locked",
+        ]))?;
     }
     let corpus = root().join("fuzz/corpus/process");
     run(Command::new(env!("CARGO"))
         .current_dir(root())
-        .args(["run", "--quiet", "-p", "vip-common", "--features", "host", "--example", "fuzz_seeds", "--"])
+        .args([
+            "run",
+            "--quiet",
+            "-p",
+            "vip-common",
+            "--features",
+            "host",
+            "--example",
+            "fuzz_seeds",
+            "--",
+        ])
         .arg(&corpus))?;
     run(Command::new("rustup")
         .current_dir(root().join("fuzz"))
@@ -256,14 +341,20 @@ const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
 fn image(tag: Option<String>) -> anyhow::Result<()> {
     let version = env!("CARGO_PKG_VERSION");
     let tag = tag.unwrap_or_else(|| format!("localhost/vip-agent:{version}"));
-    let missing: Vec<&str> = [("musl-tools", "/usr/bin/musl-gcc"), ("buildah", "/usr/bin/buildah")]
-        .iter()
-        .filter(|(_, f)| !Path::new(f).exists())
-        .map(|(p, _)| *p)
-        .collect();
+    let missing: Vec<&str> = [
+        ("musl-tools", "/usr/bin/musl-gcc"),
+        ("buildah", "/usr/bin/buildah"),
+    ]
+    .iter()
+    .filter(|(_, f)| !Path::new(f).exists())
+    .map(|(p, _)| *p)
+    .collect();
     if !missing.is_empty() {
         if !nix_is_root() {
-            bail!("image: missing Debian packages {missing:?}; install them as root: apt-get install {}", missing.join(" "));
+            bail!(
+                "image: missing Debian packages {missing:?}; install them as root: apt-get install {}",
+                missing.join(" ")
+            );
         }
         eprintln!("image: installing Debian packages {missing:?}");
         run(Command::new("apt-get").arg("update").arg("-qq"))?;
@@ -272,25 +363,48 @@ fn image(tag: Option<String>) -> anyhow::Result<()> {
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"))?;
     }
-    let installed = output_ok(Command::new("rustup").current_dir(root()).args(["target", "list", "--installed"]));
+    let installed = output_ok(Command::new("rustup").current_dir(root()).args([
+        "target",
+        "list",
+        "--installed",
+    ]));
     if !installed.is_some_and(|l| l.lines().any(|t| t.trim() == MUSL_TARGET)) {
         eprintln!("image: adding the {MUSL_TARGET} target");
-        run(Command::new("rustup").current_dir(root()).args(["target", "add", MUSL_TARGET]))?;
+        run(Command::new("rustup")
+            .current_dir(root())
+            .args(["target", "add", MUSL_TARGET]))?;
     }
     // The build script still builds the eBPF object with the pinned nightly
     // and embeds it: the object does not depend on the host target.
     let started = Instant::now();
     run(Command::new(env!("CARGO"))
         .current_dir(root())
-        .args(["build", "--release", "-p", "vip-agent", "--bin", "vip-agent", "--target", MUSL_TARGET])
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "vip-agent",
+            "--bin",
+            "vip-agent",
+            "--target",
+            MUSL_TARGET,
+        ])
         .env(format!("CC_{}", MUSL_TARGET.replace('-', "_")), "musl-gcc"))?;
     let build_secs = started.elapsed().as_secs_f64();
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
-    let target = if target.is_absolute() { target } else { root().join(target) };
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
+    let target = if target.is_absolute() {
+        target
+    } else {
+        root().join(target)
+    };
     let binary = target.join(MUSL_TARGET).join("release").join("vip-agent");
     let elf = std::fs::read(&binary).with_context(|| format!("reading {}", binary.display()))?;
     if elf_has_interpreter(&elf) {
-        bail!("{} is dynamically linked; FROM scratch needs a static binary", binary.display());
+        bail!(
+            "{} is dynamically linked; FROM scratch needs a static binary",
+            binary.display()
+        );
     }
     // A one-file build context: buildah never walks the workspace's target/.
     let context = target.join("image-context");
@@ -304,12 +418,27 @@ fn image(tag: Option<String>) -> anyhow::Result<()> {
     let started = Instant::now();
     run(Command::new("buildah")
         .current_dir(root())
-        .args(["--storage-driver", "vfs", "bud", "--build-arg", &format!("VERSION={version}"), "-t", &tag])
+        .args([
+            "--storage-driver",
+            "vfs",
+            "bud",
+            "--build-arg",
+            &format!("VERSION={version}"),
+            "-t",
+            &tag,
+        ])
         .args(["-f", "deploy/Containerfile"])
         .arg(&context)
         .stdout(std::io::stderr()))?;
-    let size = output_ok(Command::new("buildah").args(["--storage-driver", "vfs", "images", "--format", "{{.Size}}", &tag]))
-        .unwrap_or_default();
+    let size = output_ok(Command::new("buildah").args([
+        "--storage-driver",
+        "vfs",
+        "images",
+        "--format",
+        "{{.Size}}",
+        &tag,
+    ]))
+    .unwrap_or_default();
     eprintln!(
         "image: binary {} bytes built in {build_secs:.0} s, image built in {:.1} s, size {}",
         elf.len(),
@@ -323,11 +452,20 @@ fn image(tag: Option<String>) -> anyhow::Result<()> {
 /// Whether an ELF64 little-endian file has a PT_INTERP program header
 /// (a dynamic loader it needs at run time).
 fn elf_has_interpreter(elf: &[u8]) -> bool {
-    let u16_at = |o: usize| elf.get(o..o + 2).map_or(0, |b| u16::from_le_bytes([b[0], b[1]]) as usize);
-    let u64_at = |o: usize| elf.get(o..o + 8).map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as usize);
+    let u16_at = |o: usize| {
+        elf.get(o..o + 2)
+            .map_or(0, |b| u16::from_le_bytes([b[0], b[1]]) as usize)
+    };
+    let u64_at = |o: usize| {
+        elf.get(o..o + 8).map_or(0, |b| {
+            u64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as usize
+        })
+    };
     if elf.get(..4) != Some(b"\x7fELF") {
         return false;
     }
     let (phoff, phentsize, phnum) = (u64_at(0x20), u16_at(0x36), u16_at(0x38));
-    (0..phnum).any(|i| elf.get(phoff + i * phentsize..phoff + i * phentsize + 4) == Some(&3u32.to_le_bytes()[..]))
+    (0..phnum).any(|i| {
+        elf.get(phoff + i * phentsize..phoff + i * phentsize + 4) == Some(&3u32.to_le_bytes()[..])
+    })
 }

@@ -67,7 +67,11 @@ struct LeaseServerArgs {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // The demo draws a live status line: keep the embedded server's logs quiet there.
-    let default_level = if matches!(cli.command, Command::Demo | Command::Bench(_)) { "warn" } else { "info" };
+    let default_level = if matches!(cli.command, Command::Demo | Command::Bench(_)) {
+        "warn"
+    } else {
+        "info"
+    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -77,7 +81,9 @@ async fn main() -> anyhow::Result<()> {
         .init();
     match cli.command {
         Command::Demo => vip_lab::lab::demo::run().await,
-        Command::Steady { seconds, out } => vip_lab::lab::steady::run(seconds, out).await.map(|_| ()),
+        Command::Steady { seconds, out } => {
+            vip_lab::lab::steady::run(seconds, out).await.map(|_| ())
+        }
         Command::Bench(cmd) => {
             if !vip_lab::bench::cli::run(cmd).await? {
                 // Everything is written and torn down; the exit code tells a target failed.

@@ -159,7 +159,14 @@ impl Prober {
         for lane in 0..TCP_LANES {
             let (stop, buffers, tx) = (stop.clone(), buffers.clone(), tx.clone());
             threads.push(spawn_in_ns(ns, "vip-lab-tcp", move || {
-                tcp_loop(vip, epoch, epoch + TCP_INTERVAL * lane, &stop, &buffers, &tx);
+                tcp_loop(
+                    vip,
+                    epoch,
+                    epoch + TCP_INTERVAL * lane,
+                    &stop,
+                    &buffers,
+                    &tx,
+                );
             })?);
         }
         Ok(Self {

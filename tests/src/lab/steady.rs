@@ -39,7 +39,13 @@ fn proc_usage(pid: u32) -> Option<(u64, u64)> {
     let f: Vec<&str> = rest.split_whitespace().collect();
     let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let rss = status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    let rss = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
     Some((ticks, rss))
 }
 
@@ -47,8 +53,12 @@ fn proc_usage(pid: u32) -> Option<(u64, u64)> {
 fn agent_pid(pin_dir: &Path) -> Option<u32> {
     let needle = pin_dir.to_string_lossy().into_owned();
     for e in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
         let cmd = String::from_utf8_lossy(&cmd);
         if cmd.contains("vip-agent") && cmd.contains(&needle) {
             return Some(pid);
@@ -60,20 +70,37 @@ fn agent_pid(pin_dir: &Path) -> Option<u32> {
 pub async fn run(seconds: u64, out: Option<PathBuf>) -> anyhow::Result<SteadyReport> {
     let implementation = Implementation::agent_defaults();
     let label = implementation.label();
-    let lab = Lab::start(LabConfig { implementation, ..LabConfig::default() }).await?;
+    let lab = Lab::start(LabConfig {
+        implementation,
+        ..LabConfig::default()
+    })
+    .await?;
     let result = measure(&lab, seconds, label).await;
     lab.shutdown().await?;
     let report = result?;
-    println!("steady state, {} for {:.0} s:", report.implementation, report.seconds);
-    println!("{:<8} {:>6} {:>12} {:>10} {:>8} {:>9} {:>7}", "node", "leader", "requests/min", "PUTs/min", "watches", "RSS KiB", "CPU %");
+    println!(
+        "steady state, {} for {:.0} s:",
+        report.implementation, report.seconds
+    );
+    println!(
+        "{:<8} {:>6} {:>12} {:>10} {:>8} {:>9} {:>7}",
+        "node", "leader", "requests/min", "PUTs/min", "watches", "RSS KiB", "CPU %"
+    );
     for n in &report.nodes {
         println!(
             "{:<8} {:>6} {:>12.1} {:>10.1} {:>8} {:>9} {:>7.2}",
-            n.node, n.leader, n.api_requests_per_minute, n.puts_per_minute, n.watches_opened, n.rss_kib, n.cpu_percent
+            n.node,
+            n.leader,
+            n.api_requests_per_minute,
+            n.puts_per_minute,
+            n.watches_opened,
+            n.rss_kib,
+            n.cpu_percent
         );
     }
     if let Some(path) = out {
-        std::fs::write(&path, serde_json::to_string_pretty(&report)?).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(&path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
         println!("written to {}", path.display());
     }
     Ok(report)
@@ -84,7 +111,10 @@ async fn measure(lab: &Lab, seconds: u64, implementation: String) -> anyhow::Res
     let server = lab.lease_server().context("the lab runs no Lease server")?;
     let names = lab.node_names();
     let pids: Vec<Option<u32>> = lab.pin_dirs().iter().map(|d| agent_pid(d)).collect();
-    let ticks_per_sec = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100) as f64;
+    let ticks_per_sec = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as f64;
     let before: Vec<Option<(u64, u64)>> = pids.iter().map(|p| p.and_then(proc_usage)).collect();
     server.reset_counters();
     let started = Instant::now();
@@ -97,7 +127,9 @@ async fn measure(lab: &Lab, seconds: u64, implementation: String) -> anyhow::Res
     for (i, name) in names.iter().enumerate() {
         let c = counters.get(name).cloned().unwrap_or_default();
         let (cpu, rss) = match (before[i], after[i]) {
-            (Some((t0, _)), Some((t1, rss))) => ((t1 - t0) as f64 / ticks_per_sec / elapsed * 100.0, rss),
+            (Some((t0, _)), Some((t1, rss))) => {
+                ((t1 - t0) as f64 / ticks_per_sec / elapsed * 100.0, rss)
+            }
             _ => (f64::NAN, 0),
         };
         nodes.push(NodeCost {
@@ -113,7 +145,9 @@ async fn measure(lab: &Lab, seconds: u64, implementation: String) -> anyhow::Res
     Ok(SteadyReport {
         implementation,
         seconds: elapsed,
-        agent_binary: crate::agent::agent_bin().map(|p| p.display().to_string()).unwrap_or_default(),
+        agent_binary: crate::agent::agent_bin()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
         nodes,
     })
 }

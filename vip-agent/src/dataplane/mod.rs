@@ -34,11 +34,19 @@ pub enum DataplaneError {
     #[error("interface {0:?} does not exist (check --interface)")]
     UnknownInterface(String),
     #[error("reading the MAC address of {ifname}: {source}")]
-    Mac { ifname: String, source: std::io::Error },
-    #[error("mounting bpffs at {BPFFS}: {0} (run privileged, or mount it: mount -t bpf bpf {BPFFS})")]
+    Mac {
+        ifname: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "mounting bpffs at {BPFFS}: {0} (run privileged, or mount it: mount -t bpf bpf {BPFFS})"
+    )]
     Bpffs(nix::Error),
     #[error("creating pin directory {path}: {source}")]
-    PinDir { path: PathBuf, source: std::io::Error },
+    PinDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("loading the XDP object: {0}")]
     Load(#[from] aya::EbpfError),
     #[error("XDP program: {0}")]
@@ -46,7 +54,11 @@ pub enum DataplaneError {
     #[error("BPF map: {0}")]
     Map(#[from] aya::maps::MapError),
     #[error("attaching XDP to {ifname} in {mode} mode: {source}")]
-    Attach { ifname: String, mode: &'static str, source: aya::programs::ProgramError },
+    Attach {
+        ifname: String,
+        mode: &'static str,
+        source: aya::programs::ProgramError,
+    },
     #[error("pinning: {0}")]
     Pin(String),
     #[error("map {0} missing from the object")]
@@ -112,8 +124,12 @@ pub struct Dataplane {
 /// agents on one host (a lab, or several interfaces) never share maps.
 pub fn default_pin_dir(ifname: &str) -> PathBuf {
     use std::os::unix::fs::MetadataExt;
-    let ns = std::fs::metadata("/proc/self/ns/net").map(|m| m.ino()).unwrap_or(0);
-    Path::new(BPFFS).join("vip-agent").join(format!("netns{ns}-{ifname}"))
+    let ns = std::fs::metadata("/proc/self/ns/net")
+        .map(|m| m.ino())
+        .unwrap_or(0);
+    Path::new(BPFFS)
+        .join("vip-agent")
+        .join(format!("netns{ns}-{ifname}"))
 }
 
 pub fn key_of(ip: IpAddr) -> VipKey {
@@ -125,32 +141,46 @@ pub fn key_of(ip: IpAddr) -> VipKey {
 
 fn ip_of(key: &VipKey) -> Option<IpAddr> {
     match key.family {
-        vip_common::maps::FAMILY_V4 => {
-            Some(IpAddr::from([key.addr[0], key.addr[1], key.addr[2], key.addr[3]]))
-        }
+        vip_common::maps::FAMILY_V4 => Some(IpAddr::from([
+            key.addr[0],
+            key.addr[1],
+            key.addr[2],
+            key.addr[3],
+        ])),
         vip_common::maps::FAMILY_V6 => Some(IpAddr::from(key.addr)),
         _ => None,
     }
 }
 
 pub fn if_index(ifname: &str) -> Result<u32, DataplaneError> {
-    nix::net::if_::if_nametoindex(ifname).map_err(|_| DataplaneError::UnknownInterface(ifname.to_owned()))
+    nix::net::if_::if_nametoindex(ifname)
+        .map_err(|_| DataplaneError::UnknownInterface(ifname.to_owned()))
 }
 
 /// The interface's MAC, read through getifaddrs (AF_PACKET entries) so it
 /// works in any network namespace, whatever /sys shows.
 pub fn if_mac(ifname: &str) -> Result<[u8; 6], DataplaneError> {
-    let err = |msg: String| DataplaneError::Mac { ifname: ifname.to_owned(), source: std::io::Error::other(msg) };
+    let err = |msg: String| DataplaneError::Mac {
+        ifname: ifname.to_owned(),
+        source: std::io::Error::other(msg),
+    };
     let addrs = nix::ifaddrs::getifaddrs().map_err(|e| err(e.to_string()))?;
     for ifa in addrs {
         if ifa.interface_name != ifname {
             continue;
         }
-        if let Some(mac) = ifa.address.as_ref().and_then(|a| a.as_link_addr()).and_then(|l| l.addr()) {
+        if let Some(mac) = ifa
+            .address
+            .as_ref()
+            .and_then(|a| a.as_link_addr())
+            .and_then(|l| l.addr())
+        {
             return Ok(mac);
         }
     }
-    Err(err("no link-layer address (is it an Ethernet interface?)".into()))
+    Err(err(
+        "no link-layer address (is it an Ethernet interface?)".into()
+    ))
 }
 
 fn ensure_bpffs() -> Result<(), DataplaneError> {
@@ -159,8 +189,14 @@ fn ensure_bpffs() -> Result<(), DataplaneError> {
         return Ok(());
     }
     info!(path = BPFFS, "mounting bpffs");
-    nix::mount::mount(Some("bpf"), BPFFS, Some("bpf"), nix::mount::MsFlags::empty(), None::<&str>)
-        .map_err(DataplaneError::Bpffs)
+    nix::mount::mount(
+        Some("bpf"),
+        BPFFS,
+        Some("bpf"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .map_err(DataplaneError::Bpffs)
 }
 
 impl Dataplane {
@@ -174,21 +210,30 @@ impl Dataplane {
         let ifindex = if_index(&cfg.ifname)?;
         let mac = if_mac(&cfg.ifname)?;
         ensure_bpffs()?;
-        std::fs::create_dir_all(&cfg.pin_dir)
-            .map_err(|source| DataplaneError::PinDir { path: cfg.pin_dir.clone(), source })?;
+        std::fs::create_dir_all(&cfg.pin_dir).map_err(|source| DataplaneError::PinDir {
+            path: cfg.pin_dir.clone(),
+            source,
+        })?;
         let link_pin = cfg.pin_dir.join(LINK_PIN);
 
         let mut ebpf = EbpfLoader::new()
             .map_pin_path(VIPS_MAP, cfg.pin_dir.join(VIPS_MAP))
             .map_pin_path(COUNTERS_MAP, cfg.pin_dir.join(COUNTERS_MAP))
             .load(OBJECT)?;
-        let mut vips_map: BpfHashMap<MapData, VipKey, VipEntry> =
-            BpfHashMap::try_from(ebpf.take_map(VIPS_MAP).ok_or(DataplaneError::MissingMap("VIPS"))?)?;
-        let counters: PerCpuArray<MapData, u64> =
-            PerCpuArray::try_from(ebpf.take_map(COUNTERS_MAP).ok_or(DataplaneError::MissingMap("COUNTERS"))?)?;
+        let mut vips_map: BpfHashMap<MapData, VipKey, VipEntry> = BpfHashMap::try_from(
+            ebpf.take_map(VIPS_MAP)
+                .ok_or(DataplaneError::MissingMap("VIPS"))?,
+        )?;
+        let counters: PerCpuArray<MapData, u64> = PerCpuArray::try_from(
+            ebpf.take_map(COUNTERS_MAP)
+                .ok_or(DataplaneError::MissingMap("COUNTERS"))?,
+        )?;
 
         // Fence everything an earlier agent left behind, before anything else.
-        let mut adopted = Adopted { link: link_pin.exists(), vips: Vec::new() };
+        let mut adopted = Adopted {
+            link: link_pin.exists(),
+            vips: Vec::new(),
+        };
         let stale: Vec<(VipKey, VipEntry)> = vips_map.iter().filter_map(Result::ok).collect();
         for (key, mut entry) in stale {
             entry.state = STATE_INACTIVE;
@@ -211,7 +256,8 @@ impl Dataplane {
         if adopted.link {
             // Replace the earlier program atomically in the pinned link: the
             // interface is never without a fence.
-            let pinned = PinnedLink::from_pin(&link_pin).map_err(|e| DataplaneError::Pin(e.to_string()))?;
+            let pinned =
+                PinnedLink::from_pin(&link_pin).map_err(|e| DataplaneError::Pin(e.to_string()))?;
             let fd_link: FdLink = pinned.into();
             let xdp_link = aya::programs::xdp::XdpLink::try_from(fd_link)
                 .map_err(|e| DataplaneError::Pin(e.to_string()))?;
@@ -229,9 +275,13 @@ impl Dataplane {
             let link = program.take_link(link_id)?;
             match FdLink::try_from(link) {
                 Ok(fd_link) => {
-                    fd_link.pin(&link_pin).map_err(|e| DataplaneError::Pin(e.to_string()))?;
+                    fd_link
+                        .pin(&link_pin)
+                        .map_err(|e| DataplaneError::Pin(e.to_string()))?;
                 }
-                Err(e) => warn!(error = %e, "XDP attached through netlink, not a bpf_link: it cannot be pinned and will detach if the agent dies"),
+                Err(e) => {
+                    warn!(error = %e, "XDP attached through netlink, not a bpf_link: it cannot be pinned and will detach if the agent dies")
+                }
             }
             mode
         };
@@ -270,8 +320,11 @@ impl Dataplane {
     /// Answers for every VIP until `deadline` (CLOCK_MONOTONIC).
     pub fn lead(&mut self, deadline: MonoTime) -> Result<(), DataplaneError> {
         for ip in &self.vips {
-            self.vips_map
-                .insert(key_of(*ip), VipEntry::new(self.mac, STATE_ACTIVE, deadline.as_nanos()), 0)?;
+            self.vips_map.insert(
+                key_of(*ip),
+                VipEntry::new(self.mac, STATE_ACTIVE, deadline.as_nanos()),
+                0,
+            )?;
         }
         Ok(())
     }
@@ -279,7 +332,8 @@ impl Dataplane {
     /// Stops answering (requests keep being dropped: fenced).
     pub fn fence(&mut self) -> Result<(), DataplaneError> {
         for ip in &self.vips {
-            self.vips_map.insert(key_of(*ip), VipEntry::new(self.mac, STATE_INACTIVE, 0), 0)?;
+            self.vips_map
+                .insert(key_of(*ip), VipEntry::new(self.mac, STATE_INACTIVE, 0), 0)?;
         }
         Ok(())
     }
@@ -320,9 +374,14 @@ impl Dataplane {
         let pin_dir = self.pin_dir.clone();
         let link_pin = pin_dir.join(LINK_PIN);
         if link_pin.exists() {
-            let pinned = PinnedLink::from_pin(&link_pin).map_err(|e| DataplaneError::Pin(e.to_string()))?;
+            let pinned =
+                PinnedLink::from_pin(&link_pin).map_err(|e| DataplaneError::Pin(e.to_string()))?;
             // Unpinning drops the last reference once our fds close: detached.
-            drop(pinned.unpin().map_err(|e| DataplaneError::Pin(e.to_string()))?);
+            drop(
+                pinned
+                    .unpin()
+                    .map_err(|e| DataplaneError::Pin(e.to_string()))?,
+            );
         }
         for name in [VIPS_MAP, COUNTERS_MAP] {
             let _ = std::fs::remove_file(pin_dir.join(name));
@@ -351,7 +410,11 @@ fn attach(
         program
             .attach_to_if_index(ifindex, flags)
             .map(|id| (id, m))
-            .map_err(|source| DataplaneError::Attach { ifname: ifname.to_owned(), mode: m.as_str(), source })
+            .map_err(|source| DataplaneError::Attach {
+                ifname: ifname.to_owned(),
+                mode: m.as_str(),
+                source,
+            })
     };
     match mode {
         XdpModeArg::Native => try_mode(program, AttachedMode::Native),
@@ -400,6 +463,9 @@ impl Counters {
     }
 
     pub fn passed_by_reason(&self) -> BTreeMap<&'static str, u64> {
-        PassReason::ALL.iter().map(|r| (r.label(), self.passed(*r))).collect()
+        PassReason::ALL
+            .iter()
+            .map(|r| (r.label(), self.passed(*r)))
+            .collect()
     }
 }

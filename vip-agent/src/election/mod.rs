@@ -839,7 +839,9 @@ impl<S: LeaseStore, F: Fence, C: Clock> Elector<'_, S, F, C> {
                 Err(StoreError::Conflict) => {
                     let left = until.saturating_duration_since(self.now());
                     match call(&self.status, self.store.get(), left).await {
-                        Ok(Some(cur)) if lease::holder(&cur) == Some(self.cfg.identity.as_str()) => {
+                        Ok(Some(cur))
+                            if lease::holder(&cur) == Some(self.cfg.identity.as_str()) =>
+                        {
                             debug!(identity = %self.cfg.identity, "release conflicted with our own last renew; releasing the newer record");
                             lease = cur;
                         }
