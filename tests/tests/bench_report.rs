@@ -81,6 +81,7 @@ fn synth(
             ("n2".into(), MACS[2]),
         ],
         arp,
+        ns: Vec::new(),
         tcp,
         events: vec![],
     }

@@ -27,10 +27,17 @@ fn skip() -> bool {
 }
 
 async fn check(scenario: Scenario, bound: impl Fn(&Implementation) -> Duration) {
+    check_with(LabConfig::default(), scenario, bound).await;
+}
+
+async fn check_with(
+    cfg: LabConfig,
+    scenario: Scenario,
+    bound: impl Fn(&Implementation) -> Duration,
+) {
     if skip() {
         return;
     }
-    let cfg = LabConfig::default();
     let limit = bound(&cfg.implementation);
     let mut lab = Lab::start(cfg).await.expect("lab");
     let mut failures = Vec::new();
@@ -64,7 +71,11 @@ async fn check(scenario: Scenario, bound: impl Fn(&Implementation) -> Duration) 
             }
             Err(e) => failures.push(format!("#{repeat}: no node answers after the run: {e:#}")),
         }
-        for (kind, o) in [("ARP", r.arp_outage()), ("TCP", r.tcp_outage())] {
+        for (kind, o) in [
+            ("ARP", r.arp_outage()),
+            ("NS", r.ns_outage()),
+            ("TCP", r.tcp_outage()),
+        ] {
             match o {
                 Some(o) if o <= limit => {}
                 Some(o) => failures.push(format!("#{repeat}: {kind} outage {o:?} > {limit:?}")),
@@ -132,4 +143,15 @@ async fn rolling_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lease_server_restart() {
     check(Scenario::LeaseServerRestart, one_second).await;
+}
+
+/// Five real agents: one leader, crash and graceful takeover, MAC = holder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_nodes_crash_and_graceful() {
+    let cfg = || LabConfig {
+        nodes: 5,
+        ..LabConfig::default()
+    };
+    check_with(cfg(), Scenario::Crash, silent_leader).await;
+    check_with(cfg(), Scenario::GracefulStop, one_second).await;
 }

@@ -111,11 +111,13 @@ pub fn timeline_text(r: &RunRecord) -> String {
 pub fn summary_line(r: &RunRecord) -> String {
     let show = |o: Option<Duration>| o.map_or_else(|| "never recovered".to_owned(), ms);
     format!(
-        "  outage: ARP {}  TCP {}  | split-brain windows: {}  ({} ARP probes, {} TCP connects)",
+        "  outage: ARP {}  NS {}  TCP {}  | split-brain windows: {}  ({} ARP + {} NS probes, {} TCP connects)",
         show(r.arp_outage()),
+        show(r.ns_outage()),
         show(r.tcp_outage()),
         r.split_brain_windows(),
         r.arp.len(),
+        r.ns.len(),
         r.tcp.len()
     )
 }

@@ -591,11 +591,13 @@ impl Lab {
             Implementation::Agent { .. } => Some(crate::agent::agent_bin()?),
             Implementation::Keepalived { .. } => None,
         };
+        let v6 = lan.client().v6().map(|c| (c, vip6));
         let prober = Prober::start(
             lan.client().ns(),
             LAN_IFNAME,
             client_ip,
             vip4,
+            v6,
             cfg.probe_interval,
             Instant::now(),
         )?;
@@ -1174,6 +1176,7 @@ impl Lab {
             .len();
         // Discard what the probes gathered while settling; record from now on.
         let _ = self.prober.take();
+        let _ = self.prober.take_ns();
         let mut tl = Timeline::new();
         tl.push(format!("steady: {leader_name} leads"));
         // Recording time before the fault, not synchronisation.
@@ -1328,18 +1331,23 @@ impl Lab {
         tokio::time::sleep(STEADY_AFTER).await;
         self.collect_logs(&mut tl);
         let (arp, tcp) = self.prober.take();
+        let ns = self.prober.take_ns();
         let offset = tl.start.duration_since(self.prober.epoch());
-        let arp: Vec<_> = arp
-            .into_iter()
-            .filter(|p| p.sent >= offset)
-            .map(|mut p| {
-                p.sent -= offset;
-                for r in &mut p.replies {
-                    r.at = r.at.saturating_sub(offset);
-                }
-                p
-            })
-            .collect();
+        let shift = |probes: Vec<record::Probe>| -> Vec<record::Probe> {
+            probes
+                .into_iter()
+                .filter(|p| p.sent >= offset)
+                .map(|mut p| {
+                    p.sent -= offset;
+                    for r in &mut p.replies {
+                        r.at = r.at.saturating_sub(offset);
+                    }
+                    p
+                })
+                .collect()
+        };
+        let arp = shift(arp);
+        let ns = shift(ns);
         let tcp: Vec<_> = tcp
             .into_iter()
             .filter(|a| a.started >= offset)
@@ -1357,6 +1365,7 @@ impl Lab {
             probe_interval: self.cfg.probe_interval,
             nodes: self.node_macs(),
             arp,
+            ns,
             tcp,
             events: tl.events,
         };

@@ -5,7 +5,7 @@
 
 use std::collections::VecDeque;
 use std::io::Read as _;
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
@@ -78,6 +78,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 #[derive(Default)]
 struct Buffers {
     arp: VecDeque<Probe>,
+    ns: VecDeque<Probe>,
     tcp: VecDeque<TcpAttempt>,
 }
 
@@ -122,6 +123,7 @@ impl Prober {
         ifname: &str,
         client_ip: Ipv4Addr,
         vip: Ipv4Addr,
+        v6: Option<(Ipv6Addr, Ipv6Addr)>,
         probe_interval: Duration,
         epoch: Instant,
     ) -> Result<Self, ProbeError> {
@@ -148,6 +150,28 @@ impl Prober {
                     .name("vip-lab-arp".into())
                     .spawn(move || {
                         arp_loop(&sock, client_ip, vip, interval, epoch, &stop, &buffers, &tx)
+                    })
+                    .map_err(ProbeError::Thread)?,
+            );
+        }
+        if let Some((client_ip6, vip6)) = v6 {
+            let ns_sock = ns
+                .try_run(|| PacketSocket::open(ifname, EtherType::Ipv6))
+                .map_err(|source| ProbeError::Netns {
+                    ns: ns.name().to_owned(),
+                    source,
+                })?
+                .map_err(|source| ProbeError::Socket {
+                    ns: ns.name().to_owned(),
+                    source,
+                })?;
+            let (stop, buffers) = (stop.clone(), buffers.clone());
+            let interval = probe_interval.max(Duration::from_millis(1));
+            threads.push(
+                std::thread::Builder::new()
+                    .name("vip-lab-ns".into())
+                    .spawn(move || {
+                        ns_loop(&ns_sock, client_ip6, vip6, interval, epoch, &stop, &buffers)
                     })
                     .map_err(ProbeError::Thread)?,
             );
@@ -194,6 +218,11 @@ impl Prober {
         (b.arp.drain(..).collect(), b.tcp.drain(..).collect())
     }
 
+    /// Take the NS probes gathered so far (times since the epoch).
+    pub fn take_ns(&self) -> Vec<Probe> {
+        lock(&self.buffers).ns.drain(..).collect()
+    }
+
     /// Stop the threads and wait for them.
     pub fn stop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
@@ -206,6 +235,72 @@ impl Prober {
 impl Drop for Prober {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// NS for the IPv6 VIP every `interval`; replies are solicited NAs whose
+/// target is the VIP, attributed to the window they arrive in.
+fn ns_loop(
+    sock: &PacketSocket,
+    client_ip6: Ipv6Addr,
+    vip6: Ipv6Addr,
+    interval: Duration,
+    epoch: Instant,
+    stop: &AtomicBool,
+    buffers: &Mutex<Buffers>,
+) {
+    let target = vip6.octets();
+    let request = vip_common::frame::craft::neighbour_solicitation(
+        sock.mac(),
+        client_ip6.octets(),
+        target,
+        true,
+        false,
+        None,
+    );
+    let is_na = |f: &[u8]| {
+        f.len() >= 78
+            && f[12..14] == [0x86, 0xdd]
+            && f[20] == 58
+            && f[54] == 136
+            && f[62..78] == target
+    };
+    let started = Instant::now();
+    let mut next = Instant::now();
+    while !stop.load(Ordering::Relaxed) && started.elapsed() < MAX_LIFETIME {
+        let sent_at = Instant::now();
+        if let Err(e) = sock.send(&request) {
+            eprintln!("vip-lab: NS probe send failed: {e}");
+        }
+        let window_end = next.max(sent_at) + interval;
+        let mut replies = Vec::new();
+        // Bounded: recv_matching returns at window_end at the latest.
+        loop {
+            match sock.recv_matching(window_end, is_na) {
+                Ok(Some(frame)) => {
+                    let mut mac = [0u8; 6];
+                    mac.copy_from_slice(&frame[6..12]);
+                    replies.push(Reply {
+                        at: epoch.elapsed(),
+                        mac,
+                    });
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    eprintln!("vip-lab: NS probe receive failed: {e}");
+                    std::thread::sleep(interval);
+                    break;
+                }
+            }
+        }
+        push_bounded(
+            &mut lock(buffers).ns,
+            Probe {
+                sent: sent_at.duration_since(epoch),
+                replies,
+            },
+        );
+        next = window_end;
     }
 }
 

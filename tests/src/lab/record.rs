@@ -58,6 +58,9 @@ pub struct RunRecord {
     /// node name -> MAC of its interface on the LAN.
     pub nodes: Vec<(String, [u8; 6])>,
     pub arp: Vec<Probe>,
+    /// Neighbour solicitations for the IPv6 VIP, same windows as ARP.
+    #[serde(default)]
+    pub ns: Vec<Probe>,
     pub tcp: Vec<TcpAttempt>,
     pub events: Vec<Event>,
 }
@@ -111,12 +114,25 @@ impl RunRecord {
         outage(&self.tcp_successes(), self.fault_at)
     }
 
-    /// Probe windows in which two different MACs answered: split brain.
+    /// Probe windows (ARP or NS) in which two different MACs answered: split brain.
     pub fn split_brain_windows(&self) -> usize {
         self.arp
             .iter()
+            .chain(&self.ns)
             .filter(|p| p.replies.iter().any(|r| r.mac != p.replies[0].mac))
             .count()
+    }
+
+    /// Longest NS silence around the fault (see [`outage`]); `None` when no
+    /// NS probes were recorded or the VIP never came back.
+    pub fn ns_outage(&self) -> Option<Duration> {
+        let ok: Vec<Duration> = self
+            .ns
+            .iter()
+            .filter(|p| !p.replies.is_empty())
+            .map(|p| p.sent)
+            .collect();
+        outage(&ok, self.fault_at)
     }
 
     /// The node whose MAC answered a reply, if known.
@@ -192,10 +208,15 @@ mod tests {
                 p(15, &[1, 2]),
                 p(20, &[2]),
             ],
+            ns: vec![p(0, &[1]), p(5, &[2, 1])],
             tcp: vec![],
             events: vec![],
         };
-        assert_eq!(r.split_brain_windows(), 1);
+        assert_eq!(
+            r.split_brain_windows(),
+            2,
+            "one ARP window and one NS window"
+        );
         assert_eq!(r.node_of(&[2, 0, 0, 0, 0, 1]), Some("n1"));
         assert_eq!(r.arp_outage(), Some(ms(10)));
         let json = serde_json::to_string(&r).unwrap();
