@@ -258,11 +258,17 @@ fn ns_loop(
         false,
         None,
     );
+    let me = client_ip6.octets();
+    // A solicited NA for the VIP, addressed to us: an answer to a probe. The
+    // new leader's unsolicited NAs (to all-nodes, Solicited clear) are
+    // announcements, not answers, and must not count as a second responder.
     let is_na = |f: &[u8]| {
         f.len() >= 78
             && f[12..14] == [0x86, 0xdd]
             && f[20] == 58
+            && f[38..54] == me
             && f[54] == 136
+            && f[58] & 0x40 != 0
             && f[62..78] == target
     };
     let started = Instant::now();
