@@ -169,26 +169,32 @@ fn setup() -> anyhow::Result<()> {
         ]))?;
     }
     // 3. Debian packages.
-    let missing: Vec<&str> = DEBIAN_PACKAGES
+    ensure_debian_packages("setup", DEBIAN_PACKAGES)
+}
+
+/// Installs the packages of `wanted` (package, a file it installs) whose
+/// file is missing; does nothing when all are there.
+fn ensure_debian_packages(who: &str, wanted: &[(&str, &str)]) -> anyhow::Result<()> {
+    let missing: Vec<&str> = wanted
         .iter()
         .filter(|(_, f)| !Path::new(f).exists())
         .map(|(p, _)| *p)
         .collect();
-    if !missing.is_empty() {
-        if !nix_is_root() {
-            bail!(
-                "setup: missing Debian packages {missing:?}; install them as root: apt-get install {}",
-                missing.join(" ")
-            );
-        }
-        eprintln!("setup: installing Debian packages {missing:?}");
-        run(Command::new("apt-get").arg("update").arg("-qq"))?;
-        run(Command::new("apt-get")
-            .args(["install", "-y", "-qq", "--no-install-recommends"])
-            .args(&missing)
-            .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    if missing.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    if !nix_is_root() {
+        bail!(
+            "{who}: missing Debian packages {missing:?}; install them as root: apt-get install {}",
+            missing.join(" ")
+        );
+    }
+    eprintln!("{who}: installing Debian packages {missing:?}");
+    run(Command::new("apt-get").arg("update").arg("-qq"))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
 }
 
 fn nix_is_root() -> bool {
@@ -341,28 +347,13 @@ const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
 fn image(tag: Option<String>) -> anyhow::Result<()> {
     let version = env!("CARGO_PKG_VERSION");
     let tag = tag.unwrap_or_else(|| format!("localhost/vip-agent:{version}"));
-    let missing: Vec<&str> = [
-        ("musl-tools", "/usr/bin/musl-gcc"),
-        ("buildah", "/usr/bin/buildah"),
-    ]
-    .iter()
-    .filter(|(_, f)| !Path::new(f).exists())
-    .map(|(p, _)| *p)
-    .collect();
-    if !missing.is_empty() {
-        if !nix_is_root() {
-            bail!(
-                "image: missing Debian packages {missing:?}; install them as root: apt-get install {}",
-                missing.join(" ")
-            );
-        }
-        eprintln!("image: installing Debian packages {missing:?}");
-        run(Command::new("apt-get").arg("update").arg("-qq"))?;
-        run(Command::new("apt-get")
-            .args(["install", "-y", "-qq", "--no-install-recommends"])
-            .args(&missing)
-            .env("DEBIAN_FRONTEND", "noninteractive"))?;
-    }
+    ensure_debian_packages(
+        "image",
+        &[
+            ("musl-tools", "/usr/bin/musl-gcc"),
+            ("buildah", "/usr/bin/buildah"),
+        ],
+    )?;
     let installed = output_ok(Command::new("rustup").current_dir(root()).args([
         "target",
         "list",
