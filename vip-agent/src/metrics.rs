@@ -228,7 +228,7 @@ fn escape(s: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// Serves until `shutdown`. Returns the bound address at once via `bound`.
+/// Serves until `shutdown`.
 pub async fn serve(listener: TcpListener, metrics: Metrics, shutdown: CancellationToken) {
     loop {
         let (mut sock, peer) = tokio::select! {

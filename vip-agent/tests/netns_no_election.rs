@@ -174,8 +174,8 @@ fn scenario(mode: &str) {
     assert_eq!(na[58], 0x60, "Solicited and Override set");
     assert_eq!(&na[78..80], &[2, 1], "target link-layer address option");
     assert_eq!(&na[80..86], &node.mac());
-    let msg: NdMsg = unsafe_free_read(&na[54..78]);
-    let opt: NdOpt = unsafe_free_read(&na[78..86]);
+    let msg: NdMsg = read_struct(&na[54..78]);
+    let opt: NdOpt = read_struct(&na[78..86]);
     let src: [u8; 16] = na[22..38].try_into().unwrap();
     let dst: [u8; 16] = na[38..54].try_into().unwrap();
     assert!(
@@ -251,7 +251,7 @@ fn scenario(mode: &str) {
 }
 
 /// Copies a byte struct out of a slice of exactly its size.
-fn unsafe_free_read<T: Copy>(bytes: &[u8]) -> T {
+fn read_struct<T: Copy>(bytes: &[u8]) -> T {
     use vip_common::Packet;
     vip_common::frame::Frame::new(bytes.to_vec())
         .load::<T>(0)

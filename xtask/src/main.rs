@@ -111,6 +111,17 @@ fn root() -> PathBuf {
     ebpf_build::workspace_root()
 }
 
+/// Cargo's target directory (honours CARGO_TARGET_DIR, relative to the workspace).
+fn target_dir() -> PathBuf {
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
+    if target.is_absolute() {
+        target
+    } else {
+        root().join(target)
+    }
+}
+
 fn run(cmd: &mut Command) -> anyhow::Result<()> {
     let shown = format!("{cmd:?}");
     let status = cmd.status().with_context(|| format!("running {shown}"))?;
@@ -215,14 +226,7 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
         "vip-agent",
         "--bins",
     ]))?;
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
-    let agent = if target.is_absolute() {
-        target
-    } else {
-        root().join(target)
-    }
-    .join("debug/vip-agent");
+    let agent = target_dir().join("debug/vip-agent");
     run(Command::new(env!("CARGO"))
         .current_dir(root())
         .env("VIP_AGENT_BIN", &agent)
@@ -248,14 +252,7 @@ fn demo() -> anyhow::Result<()> {
         "vip-lab",
         "--bins",
     ]))?;
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
-    let bin_dir = if target.is_absolute() {
-        target
-    } else {
-        root().join(target)
-    }
-    .join("debug");
+    let bin_dir = target_dir().join("debug");
     let lab = bin_dir.join("vip-lab");
     let agent = bin_dir.join("vip-agent");
     let mut cmd = Command::new(&lab);
@@ -283,14 +280,7 @@ fn bench(args: &[String]) -> anyhow::Result<()> {
         "vip-lab",
         "--bins",
     ]))?;
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
-    let bin_dir = if target.is_absolute() {
-        target
-    } else {
-        root().join(target)
-    }
-    .join("release");
+    let bin_dir = target_dir().join("release");
     let lab = bin_dir.join("vip-lab");
     let agent = bin_dir.join("vip-agent");
     let mut cmd = if nix_is_root() {
@@ -382,13 +372,7 @@ fn image(tag: Option<String>) -> anyhow::Result<()> {
         ])
         .env(format!("CC_{}", MUSL_TARGET.replace('-', "_")), "musl-gcc"))?;
     let build_secs = started.elapsed().as_secs_f64();
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
-    let target = if target.is_absolute() {
-        target
-    } else {
-        root().join(target)
-    };
+    let target = target_dir();
     let binary = target.join(MUSL_TARGET).join("release").join("vip-agent");
     let elf = std::fs::read(&binary).with_context(|| format!("reading {}", binary.display()))?;
     if elf_has_interpreter(&elf) {

@@ -279,26 +279,13 @@ fn ns_loop(
             eprintln!("vip-lab: NS probe send failed: {e}");
         }
         let window_end = next.max(sent_at) + interval;
-        let mut replies = Vec::new();
-        // Bounded: recv_matching returns at window_end at the latest.
-        loop {
-            match sock.recv_matching(window_end, is_na) {
-                Ok(Some(frame)) => {
-                    let mut mac = [0u8; 6];
-                    mac.copy_from_slice(&frame[6..12]);
-                    replies.push(Reply {
-                        at: epoch.elapsed(),
-                        mac,
-                    });
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    eprintln!("vip-lab: NS probe receive failed: {e}");
-                    std::thread::sleep(interval);
-                    break;
-                }
-            }
-        }
+        let replies = collect_window(sock, window_end, epoch, interval, "NS", |f| {
+            is_na(f).then(|| {
+                let mut mac = [0u8; 6];
+                mac.copy_from_slice(&f[6..12]);
+                mac
+            })
+        });
         push_bounded(
             &mut lock(buffers).ns,
             Probe {
@@ -307,6 +294,37 @@ fn ns_loop(
             },
         );
         next = window_end;
+    }
+}
+
+/// Receives until `window_end` every frame for which `answer` names the MAC
+/// that answered, with its arrival time. Bounded by `window_end`.
+fn collect_window(
+    sock: &PacketSocket,
+    window_end: Instant,
+    epoch: Instant,
+    interval: Duration,
+    kind: &str,
+    answer: impl Fn(&[u8]) -> Option<[u8; 6]>,
+) -> Vec<Reply> {
+    let mut replies = Vec::new();
+    loop {
+        match sock.recv_matching(window_end, |f| answer(f).is_some()) {
+            Ok(Some(frame)) => {
+                if let Some(mac) = answer(&frame) {
+                    replies.push(Reply {
+                        at: epoch.elapsed(),
+                        mac,
+                    });
+                }
+            }
+            Ok(None) => return replies,
+            Err(e) => {
+                eprintln!("vip-lab: {kind} probe receive failed: {e}");
+                std::thread::sleep(interval);
+                return replies;
+            }
+        }
     }
 }
 
@@ -341,28 +359,11 @@ fn arp_loop(
             eprintln!("vip-lab: ARP probe send failed: {e}");
         }
         let window_end = next.max(sent_at) + interval;
-        let mut replies = Vec::new();
-        // Bounded: recv_matching returns at window_end at the latest.
-        loop {
-            match sock.recv_matching(window_end, |f| {
-                parse_arp(f).is_some_and(|a| a.op == 2 && a.sender_ip == vip)
-            }) {
-                Ok(Some(frame)) => {
-                    if let Some(a) = parse_arp(&frame) {
-                        replies.push(Reply {
-                            at: epoch.elapsed(),
-                            mac: a.sender_mac,
-                        });
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    eprintln!("vip-lab: ARP probe receive failed: {e}");
-                    std::thread::sleep(interval);
-                    break;
-                }
-            }
-        }
+        let replies = collect_window(sock, window_end, epoch, interval, "ARP", |f| {
+            parse_arp(f)
+                .filter(|a| a.op == 2 && a.sender_ip == vip)
+                .map(|a| a.sender_mac)
+        });
         let first = replies.first().map(|r| r.mac);
         let split = replies.iter().any(|r| Some(r.mac) != first);
         tx.send_modify(|v| {
