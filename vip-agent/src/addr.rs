@@ -1,8 +1,17 @@
-//! VIP addresses on the interface, through rtnetlink.
+//! VIP addresses, through rtnetlink.
+//!
+//! The VIP lives on `lo`, not on the interface that carries it: the kernel
+//! then cannot answer ARP (with `arp_ignore` >= 1 on the interface, see
+//! [`crate::kernel_guard`]) or neighbour solicitations (ndisc only answers for
+//! addresses of the receiving device) for it, whatever happens to the XDP
+//! program; the program is the only answerer (docs/design.md). Traffic to
+//! the VIP is still delivered locally (Linux accepts any local address on any
+//! interface).
 //!
 //! Added as /32 or /128 with a preferred lifetime of 0 (deprecated, so the
 //! kernel never picks the VIP as a source address) and, for IPv6, `nodad`
-//! (usable at once, no DAD delay).
+//! (usable at once, no DAD delay). Removal also looks on the interface, where
+//! agents before this layout (and people by hand) put the VIP.
 
 use std::net::IpAddr;
 
@@ -30,7 +39,10 @@ pub enum AddrError {
 
 pub struct Addresses {
     handle: rtnetlink::Handle,
+    /// The interface that carries the VIP (for subnets and stale addresses).
     ifindex: u32,
+    /// `lo`, where the VIP is configured.
+    lo: u32,
     _conn: tokio::task::JoinHandle<()>,
 }
 
@@ -68,20 +80,23 @@ fn errno(e: &rtnetlink::Error) -> Option<i32> {
 
 impl Addresses {
     pub fn new(ifindex: u32) -> Result<Self, AddrError> {
+        let lo = nix::net::if_::if_nametoindex("lo").map_err(|e| AddrError::Connect(e.into()))?;
         let (conn, handle, _) = rtnetlink::new_connection().map_err(AddrError::Connect)?;
         Ok(Self {
             handle,
             ifindex,
+            lo,
             _conn: tokio::spawn(conn),
         })
     }
 
-    /// Adds `ip` (idempotent: an existing address is replaced with our flags).
+    /// Adds `ip` on `lo` (idempotent: an existing address is replaced with
+    /// our flags).
     pub async fn add(&self, ip: IpAddr) -> Result<(), AddrError> {
         let mut req = self
             .handle
             .address()
-            .add(self.ifindex, ip, prefix_len(ip))
+            .add(self.lo, ip, prefix_len(ip))
             .replace();
         let msg = req.message_mut();
         let mut cache = CacheInfo::default();
@@ -95,21 +110,28 @@ impl Addresses {
         req.execute().await.map_err(|source| AddrError::Netlink {
             op: "adding",
             ip,
-            ifindex: self.ifindex,
+            ifindex: self.lo,
             source,
         })?;
-        info!(%ip, ifindex = self.ifindex, "VIP address added");
+        info!(%ip, ifindex = self.lo, "VIP address added on lo");
         Ok(())
     }
 
-    /// Removes `ip` if present. Returns whether it was there.
+    /// Removes `ip` from `lo` and from the interface, wherever it is.
+    /// Returns whether it was found anywhere.
     pub async fn remove(&self, ip: IpAddr) -> Result<bool, AddrError> {
-        let Some(msg) = self.find(ip).await? else {
+        let on_lo = self.remove_from(self.lo, ip).await?;
+        let on_if = self.remove_from(self.ifindex, ip).await?;
+        Ok(on_lo || on_if)
+    }
+
+    async fn remove_from(&self, ifindex: u32, ip: IpAddr) -> Result<bool, AddrError> {
+        let Some(msg) = self.find(ifindex, ip).await? else {
             return Ok(false);
         };
         match self.handle.address().del(msg).execute().await {
             Ok(()) => {
-                info!(%ip, ifindex = self.ifindex, "VIP address removed");
+                info!(%ip, ifindex, "VIP address removed");
                 Ok(true)
             }
             // Gone in between: fine.
@@ -119,7 +141,7 @@ impl Addresses {
             Err(source) => Err(AddrError::Netlink {
                 op: "removing",
                 ip,
-                ifindex: self.ifindex,
+                ifindex,
                 source,
             }),
         }
@@ -154,24 +176,24 @@ impl Addresses {
         Ok(false)
     }
 
-    /// Whether `ip` is configured on the interface (any prefix length).
+    /// Whether `ip` is configured where the agent puts it (`lo`).
     pub async fn has(&self, ip: IpAddr) -> Result<bool, AddrError> {
-        Ok(self.find(ip).await?.is_some())
+        Ok(self.find(self.lo, ip).await?.is_some())
     }
 
-    async fn find(&self, ip: IpAddr) -> Result<Option<AddressMessage>, AddrError> {
+    async fn find(&self, ifindex: u32, ip: IpAddr) -> Result<Option<AddressMessage>, AddrError> {
         let mut stream = self
             .handle
             .address()
             .get()
-            .set_link_index_filter(self.ifindex)
+            .set_link_index_filter(ifindex)
             .set_address_filter(ip)
             .execute();
-        let found = stream.try_next().await.map_err(|source| AddrError::List {
-            ifindex: self.ifindex,
-            source,
-        })?;
-        debug!(%ip, present = found.is_some(), "address lookup");
+        let found = stream
+            .try_next()
+            .await
+            .map_err(|source| AddrError::List { ifindex, source })?;
+        debug!(%ip, ifindex, present = found.is_some(), "address lookup");
         Ok(found)
     }
 }

@@ -41,6 +41,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         pin_dir,
         vips: args.addresses.clone(),
     };
+    dataplane::if_index(&args.interface)?;
+    crate::kernel_guard::ensure(&args.interface).with_context(|| {
+        format!(
+            "guarding --interface {} against kernel ARP answers",
+            args.interface
+        )
+    })?;
     let (dataplane, adopted) = Dataplane::open(&dp_cfg)
         .with_context(|| format!("setting up XDP on --interface {}", args.interface))?;
     if adopted.link {

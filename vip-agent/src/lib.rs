@@ -9,6 +9,7 @@ pub mod clock;
 pub mod config;
 pub mod dataplane;
 pub mod election;
+pub mod kernel_guard;
 pub mod manifest;
 pub mod metrics;
 pub mod node;

@@ -83,11 +83,13 @@ fn ask_ns(sock: &PacketSocket, me: &Endpoint, wait: Duration) -> Option<Vec<u8>>
     .unwrap()
 }
 
+/// Whether the VIP is configured anywhere in the node's namespace (the
+/// agent puts it on lo; older agents put it on the interface).
 fn has_address(ep: &Endpoint, ip: &str) -> bool {
     ep.ns()
-        .exec_ok(&["-o", "addr", "show", "dev", ep.ifname()])
+        .exec_ok(&["-o", "addr", "show"])
         .unwrap()
-        .contains(ip)
+        .contains(&format!(" {ip}/"))
 }
 
 fn has_xdp(ep: &Endpoint) -> bool {

@@ -10,10 +10,11 @@ use aya::{Ebpf, EbpfLoader};
 use vip_agent::clock::MonoTime;
 use vip_agent::dataplane::{OBJECT, key_of};
 use vip_common::frame::Frame;
-use vip_common::frame::announce::gratuitous_arp;
+use vip_common::frame::announce::{gratuitous_arp, unsolicited_na};
 use vip_common::frame::craft::{arp_request, neighbour_solicitation};
+use vip_common::frame::variants::{Ext, with_ipv6_ext, with_vlan_tags};
 use vip_common::maps::{COUNTERS_LEN, Counter, STATE_ACTIVE, STATE_INACTIVE};
-use vip_common::{Outcome, PassReason, VipEntry, VipTable, process};
+use vip_common::{ClaimRecord, Outcome, PassReason, RefuseReason, VipEntry, VipTable, process};
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
@@ -47,6 +48,7 @@ struct Prog {
     ebpf: Ebpf,
     vips: BpfHashMap<MapData, vip_common::VipKey, VipEntry>,
     counters: PerCpuArray<MapData, u64>,
+    claims: BpfHashMap<MapData, vip_common::VipKey, ClaimRecord>,
 }
 
 impl Prog {
@@ -54,13 +56,19 @@ impl Prog {
         let mut ebpf = EbpfLoader::new().load(OBJECT).expect("load object");
         let vips = BpfHashMap::try_from(ebpf.take_map("VIPS").unwrap()).unwrap();
         let counters = PerCpuArray::try_from(ebpf.take_map("COUNTERS").unwrap()).unwrap();
+        let claims = BpfHashMap::try_from(ebpf.take_map("CLAIMS").unwrap()).unwrap();
         let p: &mut Xdp = ebpf.program_mut("vip_xdp").unwrap().try_into().unwrap();
         p.load().expect("verifier accepts the program");
         Prog {
             ebpf,
             vips,
             counters,
+            claims,
         }
+    }
+
+    fn claim(&self, vip: [u8; 4]) -> Option<ClaimRecord> {
+        self.claims.get(&key_of(IpAddr::from(vip)), 0).ok()
     }
 
     fn set(&mut self, state: u8, deadline: MonoTime) {
@@ -192,59 +200,76 @@ fn neighbour_solicitation_gets_byte_exact_advertisement() {
 }
 
 #[test]
-fn frames_it_must_pass_come_back_unchanged() {
+fn frames_it_passes_or_drops_come_back_unchanged() {
     require_root!();
     let mut p = Prog::load();
     p.active();
     let ns = neighbour_solicitation(PEER_MAC, PEER6, VIP6, true, false, None);
-    let mut cases: Vec<(&str, Vec<u8>)> = vec![
+    // Not requests for a VIP: the kernel's.
+    let mut reply = arp_request(PEER_MAC, PEER4, VIP4, None);
+    reply[21] = 2;
+    let mut hlen = arp_request(PEER_MAC, PEER4, VIP4, None);
+    hlen[18] = 7;
+    let mut plen = arp_request(PEER_MAC, PEER4, VIP4, None);
+    plen[19] = 6;
+    let passes: Vec<(&str, Vec<u8>)> = vec![
         (
             "other target",
             arp_request(PEER_MAC, PEER4, [192, 0, 2, 7], None),
-        ),
-        ("gratuitous", gratuitous_arp(PEER_MAC, VIP4)),
-        (
-            "sender is the VIP (gratuitous probe for it)",
-            arp_request(PEER_MAC, VIP4, VIP4, None),
         ),
         ("ipv4-ish junk", vec![0u8; 60]),
         // (Frames shorter than an Ethernet header are refused by
         // BPF_PROG_TEST_RUN itself; the host tests cover them.)
         ("ethernet header only", vec![0xff; 14]),
+        ("arp reply", reply),
+        ("wrong hlen", hlen),
+        ("wrong plen", plen),
+        (
+            "truncated arp",
+            arp_request(PEER_MAC, PEER4, VIP4, None)[..30].to_vec(),
+        ),
+        (
+            "ns for other target",
+            neighbour_solicitation(PEER_MAC, PEER6, PEER6, true, false, None),
+        ),
     ];
-    let mut reply = arp_request(PEER_MAC, PEER4, VIP4, None);
-    reply[21] = 2;
-    cases.push(("arp reply", reply));
-    let mut hlen = arp_request(PEER_MAC, PEER4, VIP4, None);
-    hlen[18] = 7;
-    cases.push(("wrong hlen", hlen));
-    let mut plen = arp_request(PEER_MAC, PEER4, VIP4, None);
-    plen[19] = 6;
-    cases.push(("wrong plen", plen));
-    cases.push((
-        "truncated arp",
-        arp_request(PEER_MAC, PEER4, VIP4, None)[..30].to_vec(),
-    ));
-    let mut mc = arp_request(PEER_MAC, PEER4, VIP4, None);
-    mc[6] |= 1;
-    cases.push(("multicast source mac", mc));
-    let mut bc = arp_request(PEER_MAC, PEER4, VIP4, None);
-    bc[6..12].copy_from_slice(&[0xff; 6]);
-    cases.push(("broadcast source mac", bc));
-    let mut hop = ns.clone();
-    hop[21] = 254;
-    cases.push(("ns hop limit 254", hop));
-    let mut csum = ns.clone();
-    csum[14 + 40 + 3] ^= 1;
-    cases.push(("ns bad checksum", csum));
-    cases.push(("truncated ns", ns[..80].to_vec()));
-    cases.push((
-        "ns for other target",
-        neighbour_solicitation(PEER_MAC, PEER6, PEER6, true, false, None),
-    ));
-    for (name, frame) in cases {
+    for (name, frame) in passes {
         let (action, out) = p.run(&frame);
         assert_eq!(action, XDP_PASS, "{name}");
+        assert_eq!(out, frame, "{name}: frame must be unchanged");
+    }
+    // Requests for the (active) VIP in forms the program does not answer:
+    // dropped, never passed (the kernel must not answer them either).
+    let mut mc = arp_request(PEER_MAC, PEER4, VIP4, None);
+    mc[6] |= 1;
+    let mut bc = arp_request(PEER_MAC, PEER4, VIP4, None);
+    bc[6..12].copy_from_slice(&[0xff; 6]);
+    let mut hop = ns.clone();
+    hop[21] = 254;
+    let mut csum = ns.clone();
+    csum[14 + 40 + 3] ^= 1;
+    let dropped: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "gratuitous, another MAC (a claim)",
+            gratuitous_arp(PEER_MAC, VIP4),
+        ),
+        (
+            "sender is the VIP (gratuitous probe for it)",
+            arp_request(PEER_MAC, VIP4, VIP4, None),
+        ),
+        ("multicast source mac", mc),
+        ("broadcast source mac", bc),
+        ("ns hop limit 254", hop),
+        ("ns bad checksum", csum),
+        ("truncated ns", ns[..80].to_vec()),
+        (
+            "ns behind a hop-by-hop header",
+            with_ipv6_ext(&ns, Ext::HopByHop),
+        ),
+    ];
+    for (name, frame) in dropped {
+        let (action, out) = p.run(&frame);
+        assert_eq!(action, XDP_DROP, "{name}");
         assert_eq!(out, frame, "{name}: frame must be unchanged");
     }
 }
@@ -287,23 +312,44 @@ fn fenced_vips_are_dropped_and_counted() {
         .0,
         XDP_TX
     );
-    assert_eq!(p.run(&gratuitous_arp(PEER_MAC, VIP4)).0, XDP_PASS);
+    // Our own gratuitous ARP form: refused (dropped), not passed.
+    assert_eq!(p.run(&gratuitous_arp(OUR_MAC, VIP4)).0, XDP_DROP);
+    // Another MAC's gratuitous ARP for our active VIP: a claim, dropped and
+    // recorded in CLAIMS.
+    assert_eq!(p.run(&gratuitous_arp(PEER_MAC, VIP4)).0, XDP_DROP);
     assert_eq!(p.run(&[0u8; 60]).0, XDP_PASS);
+    // Deeper than followed: dropped.
+    let five: Vec<(u16, u16)> = (0..5).map(|_| (0x8100, 0)).collect();
+    assert_eq!(
+        p.run(&with_vlan_tags(
+            &arp_request(PEER_MAC, PEER4, VIP4, None),
+            &five
+        ))
+        .0,
+        XDP_DROP
+    );
 
     let after = p.counters();
     let d = |c: u32| after[c as usize] - before[c as usize];
     assert_eq!(
         d(Counter::ArpRequests as u32),
         4,
-        "3 requests + 1 gratuitous seen"
+        "3 requests + 1 gratuitous request of ours seen"
     );
     assert_eq!(d(Counter::NsRequests as u32), 3);
     assert_eq!(d(Counter::ArpFenced as u32), 2);
     assert_eq!(d(Counter::NsFenced as u32), 2);
     assert_eq!(d(Counter::ArpAnswered as u32), 1);
     assert_eq!(d(Counter::NsAnswered as u32), 1);
-    assert_eq!(d(PassReason::Gratuitous.counter_index()), 1);
+    assert_eq!(d(Counter::ArpRefused as u32), 1);
+    assert_eq!(d(RefuseReason::Gratuitous.counter_index()), 1);
+    assert_eq!(d(Counter::ArpClaims as u32), 1);
+    assert_eq!(d(Counter::TooDeep as u32), 1);
     assert_eq!(d(PassReason::OtherProtocol.counter_index()), 1);
+    let claim = p.claim(VIP4).expect("the claim is recorded");
+    assert_eq!(claim.mac, PEER_MAC);
+    assert_eq!(claim.family, 4);
+    assert!(claim.count >= 1);
 }
 
 #[test]
@@ -329,8 +375,18 @@ fn kernel_agrees_with_the_host_model_on_mutated_frames() {
         neighbour_solicitation(PEER_MAC, PEER6, VIP6, true, false, None),
         neighbour_solicitation(PEER_MAC, PEER6, VIP6, false, true, Some(9)),
         neighbour_solicitation(PEER_MAC, [0; 16], VIP6, false, false, None),
+        with_ipv6_ext(
+            &neighbour_solicitation(PEER_MAC, PEER6, VIP6, true, false, None),
+            Ext::HopByHop,
+        ),
+        with_vlan_tags(
+            &arp_request(PEER_MAC, PEER4, VIP4, None),
+            &[(0x88a8, 0), (0x8100, 0)],
+        ),
+        gratuitous_arp(PEER_MAC, VIP4),
+        unsolicited_na(PEER_MAC, VIP6),
     ];
-    for i in 0..4000 {
+    for i in 0..6000 {
         let mut f = bases[i % bases.len()].clone();
         let flips = 1 + (rnd() % 3) as usize;
         for _ in 0..flips {
@@ -346,8 +402,8 @@ fn kernel_agrees_with_the_host_model_on_mutated_frames() {
         let (action, out) = p.run(&f);
         let want_action = match want {
             Outcome::Answered(_) => XDP_TX,
-            Outcome::Fenced(_) => XDP_DROP,
-            Outcome::Passed { .. } => XDP_PASS,
+            o if o.passes() => XDP_PASS,
+            _ => XDP_DROP,
         };
         assert_eq!(action, want_action, "frame {f:02x?}: host said {want:?}");
         assert_eq!(out, host.bytes, "frame {f:02x?}");

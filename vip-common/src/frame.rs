@@ -132,6 +132,156 @@ pub mod craft {
     }
 }
 
+/// Request variants the kernel accepts (net/ipv4/arp.c arp_process,
+/// net/core/dev.c VLAN handling, net/ipv6/ndisc.c behind exthdrs.c): each is
+/// a request for the VIP that a kernel holding the address would answer, so
+/// the program must answer or drop every one of them. Used by host tests and
+/// by the namespace tests that check the kernel and the program agree.
+pub mod variants {
+    use std::vec::Vec;
+
+    use super::craft::{arp_request, neighbour_solicitation};
+    use crate::headers::*;
+
+    /// Inserts `tags` (TPID, TCI) after the MAC addresses, outermost first.
+    pub fn with_vlan_tags(frame: &[u8], tags: &[(u16, u16)]) -> Vec<u8> {
+        let mut f = frame[..12].to_vec();
+        for (tpid, tci) in tags {
+            f.extend_from_slice(&tpid.to_be_bytes());
+            f.extend_from_slice(&tci.to_be_bytes());
+        }
+        f.extend_from_slice(&frame[12..]);
+        f
+    }
+
+    /// Which IPv6 extension header to put in front of ICMPv6.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Ext {
+        /// Hop-by-hop options with one PadN option.
+        HopByHop,
+        /// Destination options with one PadN option.
+        DestOpts,
+        /// Routing header type 0 with segments left 0 (and no addresses),
+        /// which the kernel skips.
+        Routing,
+        /// A fragment header, offset 0, more fragments clear (an atomic
+        /// fragment, RFC 6946).
+        Fragment,
+    }
+
+    /// Inserts one 8-byte extension header between an untagged frame's
+    /// IPv6 header and its payload (the ICMPv6 checksum does not change).
+    pub fn with_ipv6_ext(frame: &[u8], ext: Ext) -> Vec<u8> {
+        let l3 = ETH_LEN;
+        let l4 = l3 + IPV6_LEN;
+        let inner = frame[l3 + 6];
+        let (nh, hdr): (u8, [u8; 8]) = match ext {
+            Ext::HopByHop => (IPPROTO_HOPOPTS, [inner, 0, 1, 4, 0, 0, 0, 0]),
+            Ext::DestOpts => (IPPROTO_DSTOPTS, [inner, 0, 1, 4, 0, 0, 0, 0]),
+            Ext::Routing => (IPPROTO_ROUTING, [inner, 0, 0, 0, 0, 0, 0, 0]),
+            Ext::Fragment => (IPPROTO_FRAGMENT, [inner, 0, 0, 0, 0, 0, 0x12, 0x34]),
+        };
+        let mut f = frame[..l4].to_vec();
+        f[l3 + 6] = nh;
+        let plen = u16::from_be_bytes([f[l3 + 4], f[l3 + 5]]) + 8;
+        f[l3 + 4..l3 + 6].copy_from_slice(&plen.to_be_bytes());
+        f.extend_from_slice(&hdr);
+        f.extend_from_slice(&frame[l4..]);
+        f
+    }
+
+    /// The same request with the destination MAC set to `dst`.
+    pub fn unicast_to(frame: &[u8], dst: [u8; 6]) -> Vec<u8> {
+        let mut f = frame.to_vec();
+        f[..6].copy_from_slice(&dst);
+        f
+    }
+
+    /// A request variant and what a kernel that holds the address does.
+    pub struct Variant {
+        pub name: &'static str,
+        pub frame: Vec<u8>,
+        /// ARP (`true`) or NS.
+        pub arp: bool,
+        /// Whether the program answers it while the VIP's entry is active
+        /// (otherwise it drops it: a form it does not answer).
+        pub answered_when_active: bool,
+    }
+
+    /// Every request form for `vip4`/`vip6` from `mac`/`ip4`/`ip6` that a
+    /// Linux kernel holding the VIP on the receiving interface answers.
+    /// `node_mac` is the receiving interface's MAC (for unicast variants).
+    pub fn kernel_accepted(
+        mac: [u8; 6],
+        ip4: [u8; 4],
+        ip6: [u8; 16],
+        vip4: [u8; 4],
+        vip6: [u8; 16],
+        node_mac: [u8; 6],
+    ) -> Vec<Variant> {
+        let arp = arp_request(mac, ip4, vip4, None);
+        let mut htype6 = arp.clone();
+        htype6[14..16].copy_from_slice(&ARP_HTYPE_IEEE802.to_be_bytes());
+        let probe = arp_request(mac, [0; 4], vip4, None);
+        let ns = neighbour_solicitation(mac, ip6, vip6, true, false, None);
+        let ns_unicast = neighbour_solicitation(mac, ip6, vip6, true, true, None);
+        let v = |name, frame, arp, answered_when_active| Variant {
+            name,
+            frame,
+            arp,
+            answered_when_active,
+        };
+        std::vec![
+            v("arp request", arp.clone(), true, true),
+            v("arp request, htype 6 (IEEE 802)", htype6, true, true),
+            v("arp probe from 0.0.0.0", probe, true, true),
+            v(
+                "arp request unicast to the node's MAC",
+                unicast_to(&arp, node_mac),
+                true,
+                true
+            ),
+            v(
+                "arp request behind a VLAN-0 priority tag",
+                with_vlan_tags(&arp, &[(ETH_P_8021Q, 0)]),
+                true,
+                true,
+            ),
+            v(
+                "arp request behind two VLAN-0 tags (802.1ad + 802.1Q)",
+                with_vlan_tags(&arp, &[(ETH_P_8021AD, 0), (ETH_P_8021Q, 0)]),
+                true,
+                true,
+            ),
+            v("ns to the solicited-node group", ns.clone(), false, true),
+            v(
+                "ns unicast to the VIP and the node's MAC",
+                unicast_to(&ns_unicast, node_mac),
+                false,
+                true,
+            ),
+            v(
+                "ns behind a VLAN-0 priority tag",
+                with_vlan_tags(&ns, &[(ETH_P_8021Q, 0)]),
+                false,
+                true,
+            ),
+            v(
+                "ns behind a hop-by-hop options header",
+                with_ipv6_ext(&ns, Ext::HopByHop),
+                false,
+                false,
+            ),
+            v(
+                "ns behind a destination options header",
+                with_ipv6_ext(&ns, Ext::DestOpts),
+                false,
+                false,
+            ),
+        ]
+    }
+}
+
 /// Announcements sent by the agent when it takes the VIP over.
 pub mod announce {
     use std::vec::Vec;

@@ -8,10 +8,16 @@ pub const ETH_P_IPV6: u16 = 0x86DD;
 pub const ETH_P_8021Q: u16 = 0x8100;
 pub const ETH_P_8021AD: u16 = 0x88A8;
 pub const ARP_HTYPE_ETHER: u16 = 1;
+/// IEEE 802 networks (RFC 1042); Linux accepts it on Ethernet devices too.
+pub const ARP_HTYPE_IEEE802: u16 = 6;
 pub const ARP_PTYPE_IPV4: u16 = 0x0800;
 pub const ARP_OP_REQUEST: u16 = 1;
 pub const ARP_OP_REPLY: u16 = 2;
 pub const IPPROTO_ICMPV6: u8 = 58;
+pub const IPPROTO_HOPOPTS: u8 = 0;
+pub const IPPROTO_ROUTING: u8 = 43;
+pub const IPPROTO_FRAGMENT: u8 = 44;
+pub const IPPROTO_DSTOPTS: u8 = 60;
 pub const ICMPV6_NS: u8 = 135;
 pub const ICMPV6_NA: u8 = 136;
 pub const ND_OPT_SLLA: u8 = 1;

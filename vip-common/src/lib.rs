@@ -17,5 +17,5 @@ pub mod process;
 #[cfg(any(test, feature = "host"))]
 pub mod frame;
 
-pub use maps::{Counter, PassReason, VipEntry, VipKey};
+pub use maps::{ClaimRecord, Counter, PassReason, RefuseReason, VipEntry, VipKey};
 pub use process::{Clock, Outcome, Packet, Proto, VipTable, process};

@@ -91,60 +91,93 @@ unsafe impl aya::Pod for VipKey {}
 #[cfg(feature = "user")]
 // SAFETY: see above.
 unsafe impl aya::Pod for VipEntry {}
+#[cfg(feature = "user")]
+// SAFETY: see above.
+unsafe impl aya::Pod for ClaimRecord {}
 
-/// Why a frame was passed to the kernel untouched.
+/// Why a frame was passed to the kernel untouched. A frame is passed only
+/// when it is not a request for a VIP: the kernel is never left to answer one
+/// (see docs/design.md, "The kernel is never an answerer").
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PassReason {
-    /// Neither ARP nor IPv6 ICMPv6 neighbour solicitation.
+    /// Neither ARP nor IPv6 ICMPv6 neighbour discovery (or a non-first fragment).
     OtherProtocol = 0,
     /// Shorter than the headers it claims.
     Truncated = 1,
-    /// ARP with wrong htype/ptype/hlen/plen, NS with wrong code, multicast target, ...
+    /// ARP with a htype/ptype/hlen/plen the kernel does not accept on Ethernet,
+    /// IPv6 with a version other than 6.
     Malformed = 2,
-    /// ARP that is not a request (reply, RARP, ...).
+    /// ARP that is not a request (reply, RARP, ...), or a neighbour advertisement.
     NotRequest = 3,
-    /// Gratuitous ARP (sender IP == target IP).
-    Gratuitous = 4,
-    /// The sender is the VIP itself.
-    SenderIsVip = 5,
-    /// Multicast/broadcast/zero source MAC.
-    BadSourceMac = 6,
-    /// NS with a hop limit other than 255.
-    BadHopLimit = 7,
-    /// NS with a bad ICMPv6 checksum.
-    BadChecksum = 8,
     /// The target is not a VIP known to the map.
-    NotVip = 9,
-    /// NS whose destination is neither the target nor its solicited-node group.
-    BadDestination = 10,
-    /// NS with options or extension headers this program does not parse
-    /// (passed only when the target is active or unknown; fenced targets are dropped).
-    Unsupported = 11,
-    /// The frame could not be grown to hold the answer.
-    NoRoom = 12,
+    NotVip = 4,
 }
 
-pub const PASS_REASONS: usize = 13;
+pub const PASS_REASONS: usize = 5;
+
+/// Why a request FOR A VIP was dropped without an answer although the entry
+/// may be active: a form this program does not answer. Dropped, never passed,
+/// so the kernel cannot answer it either.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefuseReason {
+    /// Gratuitous ARP request (sender IP == target IP == the VIP).
+    Gratuitous = 0,
+    /// The sender claims to be a VIP.
+    SenderIsVip = 1,
+    /// Multicast/broadcast/zero source MAC or sender hardware address, or a
+    /// multicast/broadcast/loopback sender IP.
+    BadSender = 2,
+    /// NS with a hop limit other than 255.
+    BadHopLimit = 3,
+    /// NS with a bad ICMPv6 checksum.
+    BadChecksum = 4,
+    /// NS with a code other than 0, or a length that is not ND's.
+    BadCode = 5,
+    /// NS whose destination is neither the target nor its solicited-node group
+    /// (or a DAD probe to anything but the group).
+    BadDestination = 6,
+    /// NS behind IPv6 extension headers (hop-by-hop, routing, destination
+    /// options, a first fragment).
+    ExtensionHeaders = 7,
+    /// NS with options other than one SLLA (or one nonce for DAD).
+    Options = 8,
+    /// The frame could not be grown to hold the answer.
+    NoRoom = 9,
+}
+
+pub const REFUSE_REASONS: usize = 10;
 
 /// Index of each counter in the per-CPU counter array.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Counter {
-    /// Well-formed ARP requests seen (any target).
+    /// ARP requests for a VIP seen (any form, any entry state).
     ArpRequests = 0,
-    /// Well-formed neighbour solicitations seen (any target).
+    /// Neighbour solicitations for a VIP seen (any form, any entry state).
     NsRequests = 1,
     ArpAnswered = 2,
     NsAnswered = 3,
-    /// Requests for a known VIP dropped because its entry is inactive or expired.
+    /// Requests for a VIP dropped because its entry is inactive or expired.
     ArpFenced = 4,
     NsFenced = 5,
+    /// Requests for a VIP dropped because of their form ([`RefuseReason`]).
+    ArpRefused = 6,
+    NsRefused = 7,
+    /// Claims on a VIP by another MAC while this node answers for it.
+    ArpClaims = 8,
+    NsClaims = 9,
+    /// Frames dropped because their headers nest deeper than the program
+    /// parses (more VLAN tags or IPv6 extension headers than it follows).
+    TooDeep = 10,
     /// `PassBase + PassReason as u32`.
-    PassBase = 6,
+    PassBase = 11,
 }
 
-pub const COUNTERS_LEN: u32 = Counter::PassBase as u32 + PASS_REASONS as u32;
+/// `RefuseBase + RefuseReason as u32`.
+pub const REFUSE_BASE: u32 = Counter::PassBase as u32 + PASS_REASONS as u32;
+pub const COUNTERS_LEN: u32 = REFUSE_BASE + REFUSE_REASONS as u32;
 
 impl PassReason {
     pub const ALL: [PassReason; PASS_REASONS] = [
@@ -152,15 +185,7 @@ impl PassReason {
         PassReason::Truncated,
         PassReason::Malformed,
         PassReason::NotRequest,
-        PassReason::Gratuitous,
-        PassReason::SenderIsVip,
-        PassReason::BadSourceMac,
-        PassReason::BadHopLimit,
-        PassReason::BadChecksum,
         PassReason::NotVip,
-        PassReason::BadDestination,
-        PassReason::Unsupported,
-        PassReason::NoRoom,
     ];
 
     pub const fn counter_index(self) -> u32 {
@@ -174,17 +199,63 @@ impl PassReason {
             PassReason::Truncated => "truncated",
             PassReason::Malformed => "malformed",
             PassReason::NotRequest => "not_request",
-            PassReason::Gratuitous => "gratuitous",
-            PassReason::SenderIsVip => "sender_is_vip",
-            PassReason::BadSourceMac => "bad_source_mac",
-            PassReason::BadHopLimit => "bad_hop_limit",
-            PassReason::BadChecksum => "bad_checksum",
             PassReason::NotVip => "not_vip",
-            PassReason::BadDestination => "bad_destination",
-            PassReason::Unsupported => "unsupported",
-            PassReason::NoRoom => "no_room",
         }
     }
+}
+
+impl RefuseReason {
+    pub const ALL: [RefuseReason; REFUSE_REASONS] = [
+        RefuseReason::Gratuitous,
+        RefuseReason::SenderIsVip,
+        RefuseReason::BadSender,
+        RefuseReason::BadHopLimit,
+        RefuseReason::BadChecksum,
+        RefuseReason::BadCode,
+        RefuseReason::BadDestination,
+        RefuseReason::ExtensionHeaders,
+        RefuseReason::Options,
+        RefuseReason::NoRoom,
+    ];
+
+    pub const fn counter_index(self) -> u32 {
+        REFUSE_BASE + self as u32
+    }
+
+    /// A stable snake_case label (metrics, logs).
+    pub const fn label(self) -> &'static str {
+        match self {
+            RefuseReason::Gratuitous => "gratuitous",
+            RefuseReason::SenderIsVip => "sender_is_vip",
+            RefuseReason::BadSender => "bad_sender",
+            RefuseReason::BadHopLimit => "bad_hop_limit",
+            RefuseReason::BadChecksum => "bad_checksum",
+            RefuseReason::BadCode => "bad_code",
+            RefuseReason::BadDestination => "bad_destination",
+            RefuseReason::ExtensionHeaders => "extension_headers",
+            RefuseReason::Options => "options",
+            RefuseReason::NoRoom => "no_room",
+        }
+    }
+}
+
+/// Name of the hash map `VipKey -> ClaimRecord`: the last conflicting claim
+/// seen for each VIP (another MAC announcing it while this node answers).
+pub const CLAIMS_MAP: &str = "CLAIMS";
+
+/// Value of the claims map, written by the program.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClaimRecord {
+    /// Claims seen so far (approximate under concurrent CPUs).
+    pub count: u64,
+    /// `bpf_ktime_get_ns()` of the last one.
+    pub last_ns: u64,
+    /// The MAC that claimed the VIP last.
+    pub mac: [u8; 6],
+    /// 4 = ARP, 6 = neighbour advertisement.
+    pub family: u8,
+    pub _pad: u8,
 }
 
 #[cfg(test)]
@@ -198,14 +269,20 @@ mod tests {
         assert_eq!(align_of::<VipKey>(), 1);
         assert_eq!(size_of::<VipEntry>(), 8 + 6 + 1 + 1);
         assert_eq!(align_of::<VipEntry>(), 8);
+        assert_eq!(size_of::<ClaimRecord>(), 8 + 8 + 6 + 1 + 1);
     }
 
     #[test]
     fn pass_reason_indices_are_dense_and_in_range() {
         for (i, r) in PassReason::ALL.iter().enumerate() {
             assert_eq!(*r as usize, i);
-            assert!(r.counter_index() < COUNTERS_LEN);
+            assert!(r.counter_index() < REFUSE_BASE);
         }
+        for (i, r) in RefuseReason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i);
+            assert!(r.counter_index() >= REFUSE_BASE && r.counter_index() < COUNTERS_LEN);
+        }
+        assert!((Counter::TooDeep as u32) < Counter::PassBase as u32);
     }
 
     #[test]

@@ -2,13 +2,15 @@
 //! Expected replies are written out byte by byte here, independently of the
 //! code under test.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 
 use vip_common::frame::Frame;
 use vip_common::frame::announce::{gratuitous_arp, unsolicited_na};
 use vip_common::frame::craft::{arp_request, neighbour_solicitation};
+use vip_common::frame::variants::{Ext, kernel_accepted, with_ipv6_ext, with_vlan_tags};
 use vip_common::maps::{STATE_ACTIVE, STATE_INACTIVE};
-use vip_common::{Outcome, PassReason, Proto, VipEntry, VipKey, VipTable, process};
+use vip_common::{Outcome, PassReason, Proto, RefuseReason, VipEntry, VipKey, VipTable, process};
 
 const OUR_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0x01];
 const PEER_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0x02];
@@ -22,19 +24,29 @@ const PEER6: [u8; 16] = [
 ];
 const NOW: u64 = 1_000_000_000;
 
-struct Table(HashMap<VipKey, VipEntry>);
+struct Table(
+    HashMap<VipKey, VipEntry>,
+    RefCell<Vec<(VipKey, [u8; 6], Proto)>>,
+);
 
 impl VipTable for Table {
     fn lookup(&self, key: &VipKey) -> Option<VipEntry> {
         self.0.get(key).copied()
     }
+    fn record_claim(&self, key: &VipKey, mac: [u8; 6], proto: Proto) {
+        self.1.borrow_mut().push((*key, mac, proto));
+    }
+}
+
+fn tbl(m: HashMap<VipKey, VipEntry>) -> Table {
+    Table(m, RefCell::new(Vec::new()))
 }
 
 fn table(state: u8, deadline: u64) -> Table {
     let mut m = HashMap::new();
     m.insert(VipKey::v4(VIP4), VipEntry::new(OUR_MAC, state, deadline));
     m.insert(VipKey::v6(VIP6), VipEntry::new(OUR_MAC, state, deadline));
-    Table(m)
+    tbl(m)
 }
 
 fn active() -> Table {
@@ -49,10 +61,7 @@ fn run(bytes: Vec<u8>, t: &Table) -> (Outcome, Vec<u8>) {
 
 fn expect_pass(bytes: Vec<u8>, t: &Table, reason: PassReason) {
     let (o, out) = run(bytes.clone(), t);
-    assert!(
-        matches!(o, Outcome::Passed { reason: r, .. } if r == reason),
-        "{o:?} (want {reason:?})"
-    );
+    assert_eq!(o, Outcome::Passed { reason });
     assert_eq!(out, bytes, "a passed frame must be unchanged");
 }
 
@@ -164,8 +173,14 @@ fn fenced_vips_are_dropped_not_passed() {
     }
 }
 
+fn expect_refused(bytes: Vec<u8>, t: &Table, proto: Proto, reason: RefuseReason) {
+    let (o, out) = run(bytes.clone(), t);
+    assert_eq!(o, Outcome::Refused(proto, reason));
+    assert_eq!(out, bytes, "a dropped frame must be unchanged");
+}
+
 #[test]
-fn everything_else_passes_unchanged() {
+fn frames_that_are_not_requests_for_a_vip_pass_unchanged() {
     let t = active();
     let other4 = [192, 0, 2, 7];
     expect_pass(
@@ -173,51 +188,29 @@ fn everything_else_passes_unchanged() {
         &t,
         PassReason::NotVip,
     );
-    expect_pass(gratuitous_arp(PEER_MAC, VIP4), &t, PassReason::Gratuitous);
+    // Another host's gratuitous ARP (not for a VIP).
+    expect_pass(gratuitous_arp(PEER_MAC, other4), &t, PassReason::NotVip);
     let mut reply = arp_request(PEER_MAC, PEER4, VIP4, None);
     reply[21] = 2;
     expect_pass(reply, &t, PassReason::NotRequest);
+    let mut rarp = arp_request(PEER_MAC, PEER4, VIP4, None);
+    rarp[21] = 3;
+    expect_pass(rarp, &t, PassReason::NotRequest);
     let mut bad_hlen = arp_request(PEER_MAC, PEER4, VIP4, None);
     bad_hlen[18] = 8;
     expect_pass(bad_hlen, &t, PassReason::Malformed);
     let mut bad_plen = arp_request(PEER_MAC, PEER4, VIP4, None);
     bad_plen[19] = 16;
     expect_pass(bad_plen, &t, PassReason::Malformed);
-    let mut mcast_src = arp_request(PEER_MAC, PEER4, VIP4, None);
-    mcast_src[6] = 0x01;
-    expect_pass(mcast_src, &t, PassReason::BadSourceMac);
+    let mut htype = arp_request(PEER_MAC, PEER4, VIP4, None);
+    htype[15] = 7;
+    expect_pass(htype, &t, PassReason::Malformed);
     let full = arp_request(PEER_MAC, PEER4, VIP4, None);
     for len in [0, 5, 13, 14, 20, 41] {
         expect_pass(full[..len].to_vec(), &t, PassReason::Truncated);
     }
-    // Sender is another VIP known to the map.
-    let mut m = active().0;
-    m.insert(
-        VipKey::v4(PEER4),
-        VipEntry::new(OUR_MAC, STATE_ACTIVE, NOW + 1),
-    );
-    expect_pass(
-        arp_request(PEER_MAC, PEER4, VIP4, None),
-        &Table(m),
-        PassReason::SenderIsVip,
-    );
-
     let ns = neighbour_solicitation(PEER_MAC, PEER6, VIP6, true, false, None);
-    let mut hop = ns.clone();
-    hop[14 + 7] = 64;
-    expect_pass(hop, &t, PassReason::BadHopLimit);
-    let mut csum = ns.clone();
-    csum[14 + 40 + 2] ^= 0xff;
-    expect_pass(csum, &t, PassReason::BadChecksum);
-    let mut mcast6 = ns.clone();
-    mcast6[6] = 0x33;
-    expect_pass(mcast6, &t, PassReason::BadSourceMac);
     expect_pass(ns[..70].to_vec(), &t, PassReason::Truncated);
-    expect_pass(
-        neighbour_solicitation(PEER_MAC, VIP6, VIP6, true, false, None),
-        &t,
-        PassReason::SenderIsVip,
-    );
     let mut other6 = VIP6;
     other6[15] = 0x99;
     expect_pass(
@@ -225,12 +218,194 @@ fn everything_else_passes_unchanged() {
         &t,
         PassReason::NotVip,
     );
+    // An NS for another target behind a hop-by-hop header is the kernel's.
     expect_pass(
-        unsolicited_na(PEER_MAC, PEER6),
+        with_ipv6_ext(
+            &neighbour_solicitation(PEER_MAC, PEER6, other6, true, false, None),
+            Ext::HopByHop,
+        ),
         &t,
-        PassReason::OtherProtocol,
+        PassReason::NotVip,
     );
+    // A non-first fragment carries no ICMPv6 header.
+    let mut frag = with_ipv6_ext(&ns, Ext::Fragment);
+    frag[14 + 40 + 3] = 0x08;
+    expect_pass(frag, &t, PassReason::OtherProtocol);
+    expect_pass(unsolicited_na(PEER_MAC, PEER6), &t, PassReason::NotRequest);
     expect_pass(vec![0u8; 60], &t, PassReason::OtherProtocol);
+}
+
+#[test]
+fn requests_for_a_vip_in_forms_not_answered_are_dropped_never_passed() {
+    for t in [active(), table(STATE_INACTIVE, 0)] {
+        // Our own gratuitous ARP form for the VIP, with our MAC: not a claim.
+        expect_refused(
+            gratuitous_arp(OUR_MAC, VIP4),
+            &t,
+            Proto::Arp,
+            RefuseReason::Gratuitous,
+        );
+        let mut mcast_src = arp_request(PEER_MAC, PEER4, VIP4, None);
+        mcast_src[6] = 0x01;
+        expect_refused(mcast_src, &t, Proto::Arp, RefuseReason::BadSender);
+        let mut mcast_spa = arp_request(PEER_MAC, PEER4, VIP4, None);
+        mcast_spa[28] = 224;
+        expect_refused(mcast_spa, &t, Proto::Arp, RefuseReason::BadSender);
+        // Sender is another VIP known to the map.
+        let mut m = t.0.clone();
+        m.insert(
+            VipKey::v4(PEER4),
+            VipEntry::new(OUR_MAC, STATE_ACTIVE, NOW + 1),
+        );
+        expect_refused(
+            arp_request(PEER_MAC, PEER4, VIP4, None),
+            &tbl(m),
+            Proto::Arp,
+            RefuseReason::SenderIsVip,
+        );
+
+        let ns = neighbour_solicitation(PEER_MAC, PEER6, VIP6, true, false, None);
+        let mut hop = ns.clone();
+        hop[14 + 7] = 64;
+        expect_refused(hop, &t, Proto::Ns, RefuseReason::BadHopLimit);
+        let mut csum = ns.clone();
+        csum[14 + 40 + 2] ^= 0xff;
+        expect_refused(csum, &t, Proto::Ns, RefuseReason::BadChecksum);
+        let mut code = ns.clone();
+        code[14 + 40 + 1] = 1;
+        expect_refused(code, &t, Proto::Ns, RefuseReason::BadCode);
+        let mut mcast6 = ns.clone();
+        mcast6[6] = 0x33;
+        expect_refused(mcast6, &t, Proto::Ns, RefuseReason::BadSender);
+        expect_refused(
+            neighbour_solicitation(PEER_MAC, VIP6, VIP6, true, false, None),
+            &t,
+            Proto::Ns,
+            RefuseReason::SenderIsVip,
+        );
+        for ext in [Ext::HopByHop, Ext::DestOpts, Ext::Routing, Ext::Fragment] {
+            expect_refused(
+                with_ipv6_ext(&ns, ext),
+                &t,
+                Proto::Ns,
+                RefuseReason::ExtensionHeaders,
+            );
+        }
+    }
+}
+
+#[test]
+fn kernel_accepted_variants_are_answered_when_active_and_dropped_when_fenced() {
+    let node_mac = OUR_MAC;
+    for v in kernel_accepted(PEER_MAC, PEER4, PEER6, VIP4, VIP6, node_mac) {
+        let proto = if v.arp { Proto::Arp } else { Proto::Ns };
+        let (o, _) = run(v.frame.clone(), &active());
+        if v.answered_when_active {
+            assert_eq!(o, Outcome::Answered(proto), "{}", v.name);
+        } else {
+            assert!(
+                matches!(o, Outcome::Refused(p, _) if p == proto),
+                "{}: {o:?}",
+                v.name
+            );
+        }
+        for t in [table(STATE_INACTIVE, NOW + 1), table(STATE_ACTIVE, NOW)] {
+            let (o, out) = run(v.frame.clone(), &t);
+            assert!(
+                matches!(o, Outcome::Fenced(p) | Outcome::Refused(p, _) if p == proto),
+                "{}: {o:?}",
+                v.name
+            );
+            assert_eq!(out, v.frame, "{}", v.name);
+        }
+    }
+}
+
+#[test]
+fn htype_6_and_probes_are_answered_like_the_kernel_does() {
+    let mut req = arp_request(PEER_MAC, PEER4, VIP4, None);
+    req[15] = 6;
+    let (o, out) = run(req, &active());
+    assert_eq!(o, Outcome::Answered(Proto::Arp));
+    assert_eq!(&out[14..16], &[0, 6], "the request's hardware type is kept");
+    assert_eq!(&out[20..22], &[0, 2]);
+    // RFC 5227 probe: sender IP 0.0.0.0; the reply's target IP is 0.0.0.0.
+    let (o, out) = run(arp_request(PEER_MAC, [0; 4], VIP4, None), &active());
+    assert_eq!(o, Outcome::Answered(Proto::Arp));
+    assert_eq!(&out[0..6], &PEER_MAC);
+    assert_eq!(&out[32..38], &PEER_MAC);
+    assert_eq!(&out[38..42], &[0, 0, 0, 0]);
+}
+
+#[test]
+fn claims_by_another_mac_are_reported_only_while_we_answer() {
+    let t = active();
+    // A gratuitous ARP request for our VIP from another MAC: claimed, dropped.
+    assert_eq!(
+        run(gratuitous_arp(PEER_MAC, VIP4), &t).0,
+        Outcome::Claimed {
+            proto: Proto::Arp,
+            dropped: true
+        }
+    );
+    assert_eq!(
+        t.1.borrow().last(),
+        Some(&(VipKey::v4(VIP4), PEER_MAC, Proto::Arp))
+    );
+    // An ARP reply from the VIP with another MAC: claimed, passed.
+    let mut reply = gratuitous_arp(PEER_MAC, VIP4);
+    reply[21] = 2;
+    let (o, out) = run(reply.clone(), &t);
+    assert_eq!(
+        o,
+        Outcome::Claimed {
+            proto: Proto::Arp,
+            dropped: false
+        }
+    );
+    assert!(o.passes());
+    assert_eq!(out, reply);
+    // An unsolicited NA for our VIP with another MAC.
+    assert_eq!(
+        run(unsolicited_na(PEER_MAC, VIP6), &t).0,
+        Outcome::Claimed {
+            proto: Proto::Ns,
+            dropped: false
+        }
+    );
+    assert_eq!(
+        t.1.borrow().last(),
+        Some(&(VipKey::v6(VIP6), PEER_MAC, Proto::Ns))
+    );
+    assert_eq!(t.1.borrow().len(), 3);
+    // Not claims: our own MAC, or a node that does not answer (another
+    // node's takeover announcements reach every follower).
+    assert_eq!(
+        run(unsolicited_na(OUR_MAC, VIP6), &t).0,
+        Outcome::Passed {
+            reason: PassReason::NotRequest
+        }
+    );
+    let fenced = table(STATE_ACTIVE, NOW);
+    let claims_before = t.1.borrow().len();
+    assert_eq!(
+        run(unsolicited_na(PEER_MAC, VIP6), &fenced).0,
+        Outcome::Passed {
+            reason: PassReason::NotRequest
+        }
+    );
+    assert_eq!(
+        run(reply, &fenced).0,
+        Outcome::Passed {
+            reason: PassReason::NotRequest
+        }
+    );
+    assert_eq!(
+        run(gratuitous_arp(PEER_MAC, VIP4), &fenced).0,
+        Outcome::Refused(Proto::Arp, RefuseReason::Gratuitous)
+    );
+    assert_eq!(t.1.borrow().len(), claims_before);
+    assert!(fenced.1.borrow().is_empty());
 }
 
 #[test]
@@ -241,35 +416,66 @@ fn every_single_bit_flip_of_a_request_is_handled_without_panic() {
         arp_request(PEER_MAC, PEER4, VIP4, Some(7)),
         neighbour_solicitation(PEER_MAC, PEER6, VIP6, true, false, None),
         neighbour_solicitation(PEER_MAC, PEER6, VIP6, false, true, Some(9)),
+        with_ipv6_ext(
+            &neighbour_solicitation(PEER_MAC, PEER6, VIP6, true, false, None),
+            Ext::HopByHop,
+        ),
     ] {
         for i in 0..base.len() * 8 {
             let mut f = base.clone();
             f[i / 8] ^= 1 << (i % 8);
             let (o, out) = run(f.clone(), &t);
             match o {
-                Outcome::Passed { .. } | Outcome::Fenced(_) => assert_eq!(out, f),
                 Outcome::Answered(_) => {
                     // Only flips that keep the request valid (e.g. in the
                     // payload padding or the sender MAC) may be answered.
                     assert!(out.len() >= f.len());
                 }
+                _ => assert_eq!(out, f),
             }
         }
     }
 }
 
 #[test]
-fn one_tag_of_either_kind_is_handled_and_two_are_passed() {
+fn vlan_stacks_up_to_four_tags_are_followed_and_deeper_ones_dropped() {
     let base = arp_request(PEER_MAC, PEER4, VIP4, Some(0x0064));
     let mut qinq_outer = base.clone();
     qinq_outer[12..14].copy_from_slice(&[0x88, 0xa8]);
     let (o, out) = run(qinq_outer, &active());
     assert_eq!(o, Outcome::Answered(Proto::Arp));
     assert_eq!(&out[12..14], &[0x88, 0xa8], "the 802.1ad tag is kept");
-    // Two tags: the inner ethertype is a tag again; not parsed, passed.
-    let mut two = base[..16].to_vec();
-    two.extend_from_slice(&[0x81, 0x00, 0x00, 0x07]);
-    two.extend_from_slice(&base[16..]);
-    two[12..14].copy_from_slice(&[0x88, 0xa8]);
-    expect_pass(two, &active(), PassReason::OtherProtocol);
+    let plain = arp_request(PEER_MAC, PEER4, VIP4, None);
+    for n in 2..=4 {
+        let tags: Vec<(u16, u16)> = (0..n).map(|i| (0x8100, i as u16)).collect();
+        let f = with_vlan_tags(&plain, &tags);
+        let (o, out) = run(f.clone(), &active());
+        assert_eq!(o, Outcome::Answered(Proto::Arp), "{n} tags");
+        assert_eq!(&out[12..12 + 4 * n], &f[12..12 + 4 * n], "tags kept");
+        assert_eq!(&out[12 + 4 * n..14 + 4 * n], &[0x08, 0x06]);
+        assert_eq!(
+            run(f, &table(STATE_INACTIVE, 0)).0,
+            Outcome::Fenced(Proto::Arp),
+            "{n} tags"
+        );
+    }
+    let five: Vec<(u16, u16)> = (0..5).map(|_| (0x8100, 0)).collect();
+    let (o, out) = run(with_vlan_tags(&plain, &five), &active());
+    assert_eq!(o, Outcome::TooDeep);
+    assert_eq!(out, with_vlan_tags(&plain, &five));
+}
+
+#[test]
+fn ipv6_extension_chains_deeper_than_followed_are_dropped() {
+    let ns = neighbour_solicitation(PEER_MAC, PEER6, VIP6, true, false, None);
+    let mut f = ns.clone();
+    for _ in 0..4 {
+        f = with_ipv6_ext(&f, Ext::DestOpts);
+    }
+    assert!(matches!(
+        run(f.clone(), &active()).0,
+        Outcome::Refused(Proto::Ns, RefuseReason::ExtensionHeaders)
+    ));
+    f = with_ipv6_ext(&f, Ext::HopByHop);
+    assert_eq!(run(f, &active()).0, Outcome::TooDeep);
 }

@@ -1,6 +1,8 @@
 //! XDP responder: answers ARP requests and IPv6 neighbour solicitations for
 //! the VIPs in `VIPS` while their entry is active and before its deadline,
-//! drops requests for fenced VIPs, and passes everything else untouched.
+//! drops every other request for a VIP (fenced, or a form it does not
+//! answer), records conflicting claims in `CLAIMS`, and passes everything
+//! that is not a request for a VIP untouched.
 //!
 //! The decision logic lives in `vip_common::process` (shared with host tests
 //! and fuzzers); this file only provides bounds-checked packet access, the
@@ -15,7 +17,9 @@ use aya_ebpf::maps::{HashMap, PerCpuArray};
 use aya_ebpf::programs::XdpContext;
 use aya_log_ebpf::warn;
 use vip_common::maps::{COUNTERS_LEN, Counter, MAX_VIPS};
-use vip_common::{Clock, Outcome, Packet, PassReason, Proto, VipEntry, VipKey, VipTable, process};
+use vip_common::{
+    ClaimRecord, Clock, Outcome, Packet, Proto, RefuseReason, VipEntry, VipKey, VipTable, process,
+};
 
 #[map(name = "VIPS")]
 static VIPS: HashMap<VipKey, VipEntry> = HashMap::with_max_entries(MAX_VIPS, 0);
@@ -23,40 +27,52 @@ static VIPS: HashMap<VipKey, VipEntry> = HashMap::with_max_entries(MAX_VIPS, 0);
 #[map(name = "COUNTERS")]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTERS_LEN, 0);
 
+#[map(name = "CLAIMS")]
+static CLAIMS: HashMap<VipKey, ClaimRecord> = HashMap::with_max_entries(MAX_VIPS, 0);
+
 #[xdp]
 pub fn vip_xdp(ctx: XdpContext) -> u32 {
     try_vip_xdp(ctx)
 }
 
-/// Never returns XDP_ABORTED: every failure path passes the frame on.
+/// Never returns XDP_ABORTED. A request for a VIP is answered (XDP_TX) or
+/// dropped, never passed: the kernel must not answer it (docs/design.md).
 #[inline(always)]
 fn try_vip_xdp(ctx: XdpContext) -> u32 {
     let mut pkt = Xdp { ctx };
-    let outcome = process(&mut pkt, &Vips, &KernelClock);
-    match outcome {
+    match process(&mut pkt, &Vips, &KernelClock) {
         Outcome::Answered(p) => {
-            count(seen(p));
-            count(match p {
-                Proto::Arp => Counter::ArpAnswered as u32,
-                Proto::Ns => Counter::NsAnswered as u32,
-            });
+            count(pick(p, Counter::ArpRequests, Counter::NsRequests));
+            count(pick(p, Counter::ArpAnswered, Counter::NsAnswered));
             xdp_action::XDP_TX
         }
         Outcome::Fenced(p) => {
-            count(seen(p));
-            count(match p {
-                Proto::Arp => Counter::ArpFenced as u32,
-                Proto::Ns => Counter::NsFenced as u32,
-            });
+            count(pick(p, Counter::ArpRequests, Counter::NsRequests));
+            count(pick(p, Counter::ArpFenced, Counter::NsFenced));
             xdp_action::XDP_DROP
         }
-        Outcome::Passed { reason, request } => {
-            if let Some(p) = request {
-                count(seen(p));
-            }
-            if reason == PassReason::NoRoom {
+        Outcome::Refused(p, reason) => {
+            count(pick(p, Counter::ArpRequests, Counter::NsRequests));
+            count(pick(p, Counter::ArpRefused, Counter::NsRefused));
+            count(reason.counter_index());
+            if reason == RefuseReason::NoRoom {
                 warn!(&pkt.ctx, "vip-ebpf: could not grow a frame to answer an NS");
             }
+            xdp_action::XDP_DROP
+        }
+        Outcome::Claimed { proto, dropped } => {
+            count(pick(proto, Counter::ArpClaims, Counter::NsClaims));
+            if dropped {
+                xdp_action::XDP_DROP
+            } else {
+                xdp_action::XDP_PASS
+            }
+        }
+        Outcome::TooDeep => {
+            count(Counter::TooDeep as u32);
+            xdp_action::XDP_DROP
+        }
+        Outcome::Passed { reason } => {
             count(reason.counter_index());
             xdp_action::XDP_PASS
         }
@@ -64,11 +80,31 @@ fn try_vip_xdp(ctx: XdpContext) -> u32 {
 }
 
 #[inline(always)]
-fn seen(p: Proto) -> u32 {
+fn pick(p: Proto, arp: Counter, ns: Counter) -> u32 {
     match p {
-        Proto::Arp => Counter::ArpRequests as u32,
-        Proto::Ns => Counter::NsRequests as u32,
+        Proto::Arp => arp as u32,
+        Proto::Ns => ns as u32,
     }
+}
+
+/// Remembers the last conflicting claim per VIP for the agent to report.
+#[inline(always)]
+fn record_claim_in_map(key: &VipKey, mac: [u8; 6], proto: Proto) {
+    // SAFETY: the value is copied out at once (see `Vips::lookup`).
+    let previous = unsafe { CLAIMS.get(key) }.map_or(0, |c| c.count);
+    let record = ClaimRecord {
+        count: previous + 1,
+        last_ns: KernelClock.now_ns(),
+        mac,
+        family: match proto {
+            Proto::Arp => 4,
+            Proto::Ns => 6,
+        },
+        _pad: 0,
+    };
+    // A full map (more VIPs claimed than MAX_VIPS) only loses the record;
+    // the per-CPU counter above still counts the claim.
+    let _ = CLAIMS.insert(key, &record, 0);
 }
 
 #[inline(always)]
@@ -98,6 +134,11 @@ impl VipTable for Vips {
         // SAFETY: the value is copied out at once; a concurrent update by the
         // agent replaces the whole element.
         unsafe { VIPS.get(key) }.copied()
+    }
+
+    #[inline(always)]
+    fn record_claim(&self, key: &VipKey, mac: [u8; 6], proto: Proto) {
+        record_claim_in_map(key, mac, proto);
     }
 }
 
