@@ -177,8 +177,8 @@ impl Node {
                             out.repairs.push(Repair {
                                 kind: RepairKind::AddressMissing,
                                 detail: format!(
-                                    "VIP address {ip} was missing while leading (removed by \
-                                     someone else); added it again and announcing"
+                                    "VIP address {ip} was missing while leading (removed by someone else, or gone with its \
+                                     interface); added it again and announcing"
                                 ),
                             });
                         }

@@ -110,7 +110,8 @@ pub fn ensure_bpffs() -> Result<(), DataplaneError> {
             }
             Some(false) => Err(refuse(format!(
                 "{BPFFS} is not a bpffs and this agent runs in a private mount namespace \
-                 (not the one of PID {})",
+                 (not the one of PID {}, the reference: PID 1, or the oldest ancestor whose \
+                 namespace is readable)",
                 reference.map(|r| r.0).unwrap_or_default()
             ))),
             None => Err(refuse(format!(
