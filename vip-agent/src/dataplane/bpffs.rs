@@ -11,14 +11,16 @@
 //! The rule. The *reference* mount namespace is PID 1's (`/proc/1/ns/mnt`),
 //! or, when that cannot be read (a sandbox hiding PID 1), the one of the
 //! oldest ancestor of this process whose namespace can be read.
-//! - /sys/fs/bpf is not a bpffs: mount one only when this process is in the
-//!   reference mount namespace; otherwise refuse.
-//! - /sys/fs/bpf is a bpffs and this process is in another mount namespace
-//!   than the reference: compare the device of our /sys/fs/bpf with the
-//!   reference's (`/proc/<pid>/root/sys/fs/bpf`): the same (a hostPath or
-//!   shared mount) is fine, a different instance (private) is refused. When
-//!   the reference's root cannot be read the check cannot be made: accepted
-//!   with a warning.
+//! - In the reference mount namespace: /sys/fs/bpf is used, mounted first if
+//!   it is not a bpffs.
+//! - In another mount namespace (a container, `ip netns exec`): if /sys/fs/bpf
+//!   is not a bpffs, one is mounted; then the device of our /sys/fs/bpf is
+//!   compared with the reference's (`/proc/<pid>/root/sys/fs/bpf`). The same
+//!   (a hostPath bind, or our mount propagated through a Bidirectional
+//!   hostPath) is fine; a different instance (private) is refused, and a
+//!   mount we made is undone. When the reference's root cannot be read, a
+//!   bpffs that was already there is accepted with a warning, and one we
+//!   would have to mount is refused.
 //!
 //! Limits. Inside a PID namespace (a container without hostPID) PID 1 and
 //! every visible ancestor may share the container's mount namespace: then a
@@ -86,6 +88,25 @@ fn refuse(detail: String) -> DataplaneError {
     ))
 }
 
+fn mount_bpffs() -> Result<(), DataplaneError> {
+    info!(path = BPFFS, "mounting bpffs");
+    nix::mount::mount(
+        Some("bpf"),
+        BPFFS,
+        Some("bpf"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .map_err(DataplaneError::Bpffs)
+}
+
+/// Device of /sys/fs/bpf as the reference process sees it.
+fn reference_dev(pid: &str) -> (PathBuf, std::io::Result<u64>) {
+    let theirs = Path::new("/proc").join(pid).join("root/sys/fs/bpf");
+    let dev = std::fs::metadata(&theirs).map(|m| m.dev());
+    (theirs, dev)
+}
+
 /// Makes sure [`BPFFS`] is a bpffs that outlives this process (see the
 /// module documentation for the exact rule and its limits).
 pub fn ensure_bpffs() -> Result<(), DataplaneError> {
@@ -95,45 +116,43 @@ pub fn ensure_bpffs() -> Result<(), DataplaneError> {
         (Some(o), Some((_, r))) => Some(o == r),
         _ => None,
     };
-    if !is_bpffs(Path::new(BPFFS))? {
-        return match same_ns {
-            Some(true) => {
-                info!(path = BPFFS, "mounting bpffs");
-                nix::mount::mount(
-                    Some("bpf"),
-                    BPFFS,
-                    Some("bpf"),
-                    nix::mount::MsFlags::empty(),
-                    None::<&str>,
-                )
-                .map_err(DataplaneError::Bpffs)
-            }
-            Some(false) => Err(refuse(format!(
-                "{BPFFS} is not a bpffs and this agent runs in a private mount namespace \
-                 (not the one of PID {}, the reference: PID 1, or the oldest ancestor whose \
-                 namespace is readable)",
-                reference.map(|r| r.0).unwrap_or_default()
-            ))),
-            None => Err(refuse(format!(
+    let mounted = is_bpffs(Path::new(BPFFS))?;
+    if same_ns == Some(true) {
+        return if mounted { Ok(()) } else { mount_bpffs() };
+    }
+    let Some((pid, _)) = reference else {
+        return if mounted {
+            Ok(())
+        } else {
+            Err(refuse(format!(
                 "{BPFFS} is not a bpffs and this agent cannot tell whether its mount namespace \
                  is the host's"
-            ))),
+            )))
         };
+    };
+    // A private mount namespace: the bpffs must be (or, mounted now, reach)
+    // the reference's: a hostPath with Bidirectional propagation does.
+    if !mounted {
+        mount_bpffs()?;
     }
-    if same_ns != Some(false) {
-        return Ok(());
-    }
-    let (pid, _) = reference.expect("same_ns is Some");
-    let theirs: PathBuf = Path::new("/proc")
-        .join(&pid)
-        .join("root")
-        .join("sys/fs/bpf");
     let ours_dev = std::fs::metadata(BPFFS).map(|m| m.dev());
-    match (ours_dev, std::fs::metadata(&theirs).map(|m| m.dev())) {
+    let (theirs, their_dev) = reference_dev(&pid);
+    let verdict = match (&ours_dev, &their_dev) {
         (Ok(a), Ok(b)) if a == b => Ok(()),
         (Ok(_), Ok(_)) => Err(refuse(format!(
-            "{BPFFS} in this agent's mount namespace is another bpffs instance than the one \
-             of PID {pid} ({})",
+            "{BPFFS} in this agent's private mount namespace is {} bpffs instance than the \
+             one of PID {pid} ({}, the reference: PID 1, or the oldest ancestor whose \
+             namespace is readable)",
+            if mounted {
+                "another"
+            } else {
+                "a freshly mounted"
+            },
+            theirs.display()
+        ))),
+        _ if !mounted => Err(refuse(format!(
+            "{BPFFS} was not a bpffs in this agent's private mount namespace and whether a \
+             bpffs mounted there reaches the host cannot be checked ({} unreadable)",
             theirs.display()
         ))),
         _ => {
@@ -145,5 +164,10 @@ pub fn ensure_bpffs() -> Result<(), DataplaneError> {
             );
             Ok(())
         }
+    };
+    if verdict.is_err() && !mounted {
+        // Leave nothing behind: our mount is private anyway, but be tidy.
+        let _ = nix::mount::umount2(BPFFS, nix::mount::MntFlags::MNT_DETACH);
     }
+    verdict
 }
