@@ -140,7 +140,7 @@ pub fn ensure_bpffs() -> Result<(), DataplaneError> {
     let verdict = match (&ours_dev, &their_dev) {
         (Ok(a), Ok(b)) if a == b => Ok(()),
         (Ok(_), Ok(_)) => Err(refuse(format!(
-            "{BPFFS} in this agent's private mount namespace is {} bpffs instance than the \
+            "{BPFFS} in this agent's private mount namespace{} is another bpffs instance than the \
              one of PID {pid} ({}, the reference: PID 1, or the oldest ancestor whose \
              namespace is readable)",
             if mounted {
