@@ -143,11 +143,7 @@ pub fn ensure_bpffs() -> Result<(), DataplaneError> {
             "{BPFFS} in this agent's private mount namespace{} is another bpffs instance than the \
              one of PID {pid} ({}, the reference: PID 1, or the oldest ancestor whose \
              namespace is readable)",
-            if mounted {
-                "another"
-            } else {
-                "a freshly mounted"
-            },
+            if mounted { "" } else { " (mounted just now)" },
             theirs.display()
         ))),
         _ if !mounted => Err(refuse(format!(
