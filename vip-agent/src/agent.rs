@@ -13,7 +13,7 @@ use crate::addr::Addresses;
 use crate::announce::{AnnounceConfig, Announcer};
 use crate::clock::MonoTime;
 use crate::config::RunArgs;
-use crate::dataplane::{self, Counters, Dataplane, DataplaneConfig};
+use crate::dataplane::{self, Counters, Dataplane, DataplaneConfig, Repair};
 use crate::election::health::{KubeProbe, run_checker};
 use crate::election::kube_store::KubeLeaseStore;
 use crate::election::{self, Role, Status};
@@ -53,11 +53,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     if adopted.link {
         info!(stale_vips = ?adopted.vips, "found the pinned fence of an earlier agent; adopted it");
     }
+    for r in &adopted.repairs {
+        warn!(kind = r.kind.label(), "repaired: {}", r.detail);
+    }
     let ifindex = dataplane.ifindex();
     let mac = dataplane.mac();
     let xdp_mode = dataplane.mode().as_str();
     let addresses = Addresses::new(ifindex)?;
-    let (announce_tx, announce_rx) = watch::channel(false);
+    let (announce_tx, _) = watch::channel(false);
     let announcer = Announcer::new(ifindex, mac, &args.addresses)
         .context("opening the AF_PACKET socket for announcements")?;
     let announce_cfg = AnnounceConfig {
@@ -100,15 +103,29 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         counters_rx,
         ready_rx,
     );
-    let announce_metrics = metrics.clone();
-    let announce_task = tokio::spawn(announcer.run(announce_cfg, announce_rx, move |n| {
-        announce_metrics.add_announcements(n)
-    }));
+    for r in &adopted.repairs {
+        metrics.add_repair(r.kind);
+    }
+    let (restart_tx, restart_rx) = watch::channel(0u64);
+    let announce_task = tokio::spawn(announce_loop(
+        node.clone(),
+        announcer,
+        args.addresses.clone(),
+        announce_cfg,
+        metrics.clone(),
+        restart_rx,
+    ));
     let metrics_task = metrics_listener.map(|l| {
         info!(addr = %args.metrics_addr, "serving /metrics, /healthz, /readyz");
         tokio::spawn(metrics::serve(l, metrics.clone(), shutdown.clone()))
     });
-    let counters_task = tokio::spawn(poll_counters(node.clone(), counters_tx, shutdown.clone()));
+    let counters_task = tokio::spawn(supervise(
+        node.clone(),
+        counters_tx,
+        metrics.clone(),
+        restart_tx,
+        shutdown.clone(),
+    ));
 
     let result = match client {
         None => run_without_election(&node, &args, &shutdown, &status_tx).await,
@@ -122,13 +139,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     // Whatever happened: fence, remove addresses, detach.
     counters_task.abort();
     let _ = counters_task.await;
+    // The announcer holds the node too (to follow the interface).
+    announce_task.abort();
+    let _ = announce_task.await;
     let stop = match Arc::try_unwrap(node) {
         Ok(node) => node.shutdown().await,
         Err(node) => node.follow().await.and(Err(anyhow::anyhow!(
             "data plane still shared at shutdown; left pinned"
         ))),
     };
-    announce_task.abort();
     signals.abort();
     if let Some(t) = metrics_task {
         t.abort();
@@ -169,20 +188,67 @@ async fn run_election(
     Ok(r?)
 }
 
-/// Reads the XDP counters for the metrics once a second.
-async fn poll_counters(
+/// Once a second: reads the XDP counters for the metrics, and runs the
+/// node's repair round ([`Node::maintain`]): each repair is logged (one warn
+/// line naming what was found and what was done) and counted in
+/// `vip_agent_repairs_total{kind}`; the announcer starts over when asked.
+async fn supervise(
     node: Arc<Node>,
     tx: watch::Sender<Option<Counters>>,
+    metrics: Metrics,
+    restart_announcer: watch::Sender<u64>,
     shutdown: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {
+                let m = node.maintain().await;
+                for Repair { kind, detail } in &m.repairs {
+                    warn!(kind = kind.label(), "repaired: {detail}");
+                    metrics.add_repair(*kind);
+                }
+                if m.reannounce {
+                    restart_announcer.send_modify(|n| *n += 1);
+                }
                 if let Ok(c) = node.counters().await {
                     tx.send_replace(Some(c));
                 }
+            }
+        }
+    }
+}
+
+/// Runs the announcer; starts it over, on the interface's current ifindex
+/// and MAC, whenever `restart` changes (after a repair). A new subscription
+/// to the node's switch sees "leading" at once, so a leader announces again.
+async fn announce_loop(
+    node: Arc<Node>,
+    first: Announcer,
+    vips: Vec<std::net::IpAddr>,
+    cfg: AnnounceConfig,
+    metrics: Metrics,
+    mut restart: watch::Receiver<u64>,
+) {
+    let mut announcer = Some(first);
+    loop {
+        if let Some(a) = announcer.take() {
+            let rx = node.announce_switch().subscribe();
+            let m = metrics.clone();
+            tokio::select! {
+                _ = a.run(cfg.clone(), rx, move |n| m.add_announcements(n)) => return,
+                r = restart.changed() => if r.is_err() { return },
+            }
+        } else if restart.changed().await.is_err() {
+            return;
+        }
+        let (ifindex, mac) = node.interface().await;
+        match Announcer::new(ifindex, mac, &vips) {
+            Ok(a) => announcer = Some(a),
+            Err(e) => {
+                warn!(error = %e, "re-creating the announcer failed; retrying at the next repair")
             }
         }
     }

@@ -18,7 +18,7 @@ use vip_common::PassReason;
 use vip_common::maps::Counter;
 
 use crate::clock::MonoTime;
-use crate::dataplane::Counters;
+use crate::dataplane::{Counters, RepairKind};
 use crate::election::{Role, Status};
 
 /// Everything the exposition reads. Cheap to clone.
@@ -34,6 +34,7 @@ struct Inner {
     status: watch::Receiver<Status>,
     counters: watch::Receiver<Option<Counters>>,
     announcements: AtomicU64,
+    repairs: [AtomicU64; RepairKind::ALL.len()],
     ready: watch::Receiver<bool>,
 }
 
@@ -54,6 +55,7 @@ impl Metrics {
                 status,
                 counters,
                 announcements: AtomicU64::new(0),
+                repairs: Default::default(),
                 ready,
             }),
         }
@@ -63,6 +65,10 @@ impl Metrics {
         self.inner
             .announcements
             .fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    pub fn add_repair(&self, kind: RepairKind) {
+        self.inner.repairs[kind as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// The text exposition (Prometheus format 0.0.4).
@@ -155,6 +161,22 @@ impl Metrics {
                 String::new(),
                 i.announcements.load(Ordering::Relaxed).to_string(),
             )],
+        );
+        let repairs: Vec<_> = RepairKind::ALL
+            .iter()
+            .map(|k| {
+                (
+                    format!("{{kind=\"{}\"}}", k.label()),
+                    i.repairs[*k as usize].load(Ordering::Relaxed).to_string(),
+                )
+            })
+            .collect();
+        family(
+            "vip_agent_repairs_total",
+            "counter",
+            "Things found broken and repaired: XDP link detached or its interface replaced, VIP \
+             address missing while leading, stale pinned link or maps of another version at start.",
+            &repairs,
         );
         family(
             "vip_agent_xdp_info",
@@ -329,6 +351,8 @@ mod tests {
             r_rx,
         );
         m.add_announcements(4);
+        m.add_repair(RepairKind::StaleLink);
+        m.add_repair(RepairKind::StaleLink);
         let text = m.render();
         for fam in [
             "vip_agent_leader",
@@ -346,6 +370,8 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("vip_agent_announcements_total 4"));
+        assert!(text.contains("vip_agent_repairs_total{kind=\"stale_link\"} 2"));
+        assert!(text.contains("vip_agent_repairs_total{kind=\"xdp_detached\"} 0"));
         assert!(text.contains("vip_xdp_passed_total{reason=\"not_vip\"} 3"));
         // Every sample line: name{labels} value, value parses as a float.
         for line in text.lines().filter(|l| !l.starts_with('#')) {

@@ -3,26 +3,47 @@
 //!
 //! - take over: entry active (with its deadline) -> address added -> announce;
 //! - give up:   entry inactive -> address removed (-> caller releases the lease).
+//!
+//! [`Node::maintain`] repairs what others broke at run time under the same
+//! lock, so a repair never interleaves with a takeover or a give-up: the XDP
+//! link follows the interface (detached, or interface recreated), and while
+//! leading every VIP address is present. A repair never activates an entry:
+//! only [`Node::lead`] does, so it never makes a fenced node answer.
 
 use std::net::IpAddr;
 
 use tokio::sync::{Mutex, watch};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::addr::Addresses;
 use crate::clock::MonoTime;
-use crate::dataplane::{Counters, Dataplane, DataplaneError};
+use crate::dataplane::{self, Counters, Dataplane, DataplaneError, Repair, RepairKind};
 
 struct Inner {
     dataplane: Dataplane,
     addresses: Addresses,
     leading: bool,
+    /// Interface up with carrier at the last check.
+    link_up: Option<bool>,
+    /// The last maintenance error, logged once until it changes.
+    last_error: Option<String>,
 }
 
 pub struct Node {
     inner: Mutex<Inner>,
     vips: Vec<IpAddr>,
     announce: watch::Sender<bool>,
+}
+
+/// What one [`Node::maintain`] round did.
+#[derive(Debug, Default)]
+pub struct Maintenance {
+    /// Each to be logged (one warn line) and counted by the caller.
+    pub repairs: Vec<Repair>,
+    /// The announcer must start over (interface replaced, address re-added,
+    /// interface back up): it is re-created on the interface's current
+    /// ifindex and MAC and, while leading, announces at once.
+    pub reannounce: bool,
 }
 
 impl Node {
@@ -45,11 +66,14 @@ impl Node {
         }
         let mut dataplane = dataplane;
         dataplane.forget_unconfigured()?;
+        let link_up = dataplane::if_running(dataplane.ifname());
         Ok(Self {
             inner: Mutex::new(Inner {
                 dataplane,
                 addresses,
                 leading: false,
+                link_up,
+                last_error: None,
             }),
             vips,
             announce,
@@ -89,6 +113,89 @@ impl Node {
 
     pub async fn counters(&self) -> Result<Counters, DataplaneError> {
         self.inner.lock().await.dataplane.counters()
+    }
+
+    /// The interface's ifindex and MAC as the data plane last saw them.
+    pub async fn interface(&self) -> (u32, [u8; 6]) {
+        let inner = self.inner.lock().await;
+        (inner.dataplane.ifindex(), inner.dataplane.mac())
+    }
+
+    /// The announcer's switch (for a re-created announcer to subscribe to).
+    pub fn announce_switch(&self) -> &watch::Sender<bool> {
+        &self.announce
+    }
+
+    /// One repair round (the agent runs it every second): the XDP link on the
+    /// interface's current ifindex, the interface's up/down transitions, and
+    /// while leading, every VIP address.
+    pub async fn maintain(&self) -> Maintenance {
+        let mut inner = self.inner.lock().await;
+        let mut out = Maintenance::default();
+        let mut errors = Vec::new();
+        match inner.dataplane.check_attachment() {
+            Ok(Some(repair)) => {
+                if repair.kind == RepairKind::InterfaceReplaced {
+                    match Addresses::new(inner.dataplane.ifindex()) {
+                        Ok(a) => inner.addresses = a,
+                        Err(e) => errors.push(format!("addresses on the new interface: {e}")),
+                    }
+                }
+                out.reannounce = true;
+                out.repairs.push(repair);
+            }
+            Ok(None) => {}
+            Err(e) => errors.push(format!("re-attaching XDP: {e}")),
+        }
+        let ifname = inner.dataplane.ifname().to_owned();
+        let up = dataplane::if_running(&ifname);
+        if up != inner.link_up {
+            match up {
+                Some(true) => {
+                    out.reannounce = true;
+                    warn!(
+                        interface = %ifname,
+                        ifindex = inner.dataplane.ifindex(),
+                        leading = inner.leading,
+                        "interface came back up: XDP link checked, addresses checked, announcing again"
+                    );
+                }
+                Some(false) => warn!(interface = %ifname, "interface is down"),
+                None => {
+                    warn!(interface = %ifname, "interface is gone; waiting for it to come back")
+                }
+            }
+            inner.link_up = up;
+        }
+        if inner.leading {
+            for ip in &self.vips {
+                match inner.addresses.has(*ip).await {
+                    Ok(true) => {}
+                    Ok(false) => match inner.addresses.add(*ip).await {
+                        Ok(()) => {
+                            out.reannounce = true;
+                            out.repairs.push(Repair {
+                                kind: RepairKind::AddressMissing,
+                                detail: format!(
+                                    "VIP address {ip} was missing while leading (removed by someone else, or gone with its \
+                                     interface); added it again and announcing"
+                                ),
+                            });
+                        }
+                        Err(e) => errors.push(format!("re-adding {ip}: {e}")),
+                    },
+                    Err(e) => errors.push(format!("checking {ip}: {e}")),
+                }
+            }
+        }
+        let error = (!errors.is_empty()).then(|| errors.join("; "));
+        if error != inner.last_error {
+            if let Some(e) = &error {
+                warn!(error = %e, "repair failed; retrying every second");
+            }
+            inner.last_error = error;
+        }
+        out
     }
 
     /// Graceful end: fenced, addresses removed, program detached and unpinned.

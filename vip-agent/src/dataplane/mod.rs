@@ -22,6 +22,14 @@ use vip_common::{PassReason, VipEntry, VipKey};
 
 use crate::clock::MonoTime;
 
+mod bpffs;
+pub mod pins;
+pub mod repair;
+pub mod sys;
+
+pub use bpffs::FIX as BPFFS_FIX;
+pub use repair::{Repair, RepairKind};
+
 /// The eBPF object built by `ebpf-build` (see build.rs), 8-byte aligned as the
 /// ELF parser wants.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("VIP_EBPF_OBJECT"));
@@ -42,6 +50,8 @@ pub enum DataplaneError {
         "mounting bpffs at {BPFFS}: {0} (run privileged, or mount it: mount -t bpf bpf {BPFFS})"
     )]
     Bpffs(nix::Error),
+    #[error("bpffs: {0}")]
+    PrivateBpffs(String),
     #[error("creating pin directory {path}: {source}")]
     PinDir {
         path: PathBuf,
@@ -101,10 +111,14 @@ pub struct DataplaneConfig {
 /// What was found pinned from an earlier agent on start-up.
 #[derive(Clone, Debug, Default)]
 pub struct Adopted {
-    /// A link was pinned (the earlier agent did not stop gracefully).
+    /// A link attached to the interface was pinned (the earlier agent did not
+    /// stop gracefully) and now runs this agent's program.
     pub link: bool,
     /// VIPs that had entries in the pinned map (they are fenced now).
     pub vips: Vec<IpAddr>,
+    /// Stale pins that were replaced (severed or foreign link, maps of
+    /// another layout): counted and logged by the caller.
+    pub repairs: Vec<Repair>,
 }
 
 pub struct Dataplane {
@@ -112,11 +126,14 @@ pub struct Dataplane {
     vips_map: BpfHashMap<MapData, VipKey, VipEntry>,
     counters: PerCpuArray<MapData, u64>,
     _logger_task: Option<tokio::task::JoinHandle<()>>,
-    _ebpf: Ebpf,
+    ebpf: Ebpf,
+    ifname: String,
     ifindex: u32,
     mac: [u8; 6],
     mode: AttachedMode,
     pin_dir: PathBuf,
+    /// Names of the pinned maps (removed on shutdown).
+    map_pins: Vec<String>,
     vips: Vec<IpAddr>,
 }
 
@@ -183,43 +200,78 @@ pub fn if_mac(ifname: &str) -> Result<[u8; 6], DataplaneError> {
     ))
 }
 
-fn ensure_bpffs() -> Result<(), DataplaneError> {
-    let statfs = nix::sys::statfs::statfs(BPFFS).map_err(DataplaneError::Bpffs)?;
-    if statfs.filesystem_type() == nix::sys::statfs::BPF_FS_MAGIC {
-        return Ok(());
+/// Whether the interface is up with carrier (IFF_UP and IFF_RUNNING), read
+/// through getifaddrs; `None` when it does not exist.
+pub fn if_running(ifname: &str) -> Option<bool> {
+    use nix::net::if_::InterfaceFlags;
+    let addrs = nix::ifaddrs::getifaddrs().ok()?;
+    for ifa in addrs {
+        if ifa.interface_name == ifname {
+            let f = ifa.flags;
+            return Some(
+                f.contains(InterfaceFlags::IFF_UP) && f.contains(InterfaceFlags::IFF_RUNNING),
+            );
+        }
     }
-    info!(path = BPFFS, "mounting bpffs");
-    nix::mount::mount(
-        Some("bpf"),
-        BPFFS,
-        Some("bpf"),
-        nix::mount::MsFlags::empty(),
-        None::<&str>,
-    )
-    .map_err(DataplaneError::Bpffs)
+    None
 }
 
 impl Dataplane {
-    /// Loads the program (reusing maps pinned by an earlier agent), fences
-    /// every VIP entry it finds, and attaches. Returns what was adopted so the
-    /// caller can remove stale addresses before competing for leadership.
+    /// Loads the program (reusing compatible maps pinned by an earlier
+    /// agent), fences every VIP entry it finds, and attaches. Returns what was
+    /// adopted so the caller can remove stale addresses before competing for
+    /// leadership.
     ///
     /// Entries for the configured VIPs exist from here on, inactive: requests
     /// for them are dropped until [`Dataplane::lead`].
+    ///
+    /// Stale pins never fail the start (see [`pins`]): pinned maps of another
+    /// layout are unpinned and fresh ones (all entries fenced) are pinned in
+    /// their place before the program in a pinned, attached link is replaced
+    /// atomically (`bpf_link_update`): the old program keeps its own maps
+    /// until then, so the interface is never without a fence and no entry is
+    /// ever active without the Lease. A severed or foreign link is replaced by
+    /// a fresh attach, pinned in its place.
     pub fn open(cfg: &DataplaneConfig) -> Result<(Self, Adopted), DataplaneError> {
         let ifindex = if_index(&cfg.ifname)?;
         let mac = if_mac(&cfg.ifname)?;
-        ensure_bpffs()?;
+        bpffs::ensure_bpffs()?;
         std::fs::create_dir_all(&cfg.pin_dir).map_err(|source| DataplaneError::PinDir {
             path: cfg.pin_dir.clone(),
             source,
         })?;
         let link_pin = cfg.pin_dir.join(LINK_PIN);
+        let mut adopted = Adopted::default();
 
-        let mut ebpf = EbpfLoader::new()
-            .map_pin_path(VIPS_MAP, cfg.pin_dir.join(VIPS_MAP))
-            .map_pin_path(COUNTERS_MAP, cfg.pin_dir.join(COUNTERS_MAP))
-            .load(OBJECT)?;
+        // Judge the pins before anything is loaded.
+        let link_state = pins::LinkPin::inspect(&link_pin, ifindex);
+        let defs = pins::object_maps()?;
+        let mut replaced_maps = Vec::new();
+        for def in &defs {
+            let pin = cfg.pin_dir.join(&def.name);
+            if let pins::MapPin::Incompatible(found) = pins::inspect_map(&pin, def) {
+                // The old program (if still attached) keeps its own reference.
+                std::fs::remove_file(&pin)
+                    .map_err(|e| DataplaneError::Pin(format!("removing {}: {e}", pin.display())))?;
+                replaced_maps.push(found);
+            }
+        }
+        if !replaced_maps.is_empty() {
+            adopted.repairs.push(Repair {
+                kind: RepairKind::StaleMaps,
+                detail: format!(
+                    "pinned maps from another version: {}; replaced with fresh maps (entries \
+                     fenced) before the program is swapped",
+                    replaced_maps.join("; ")
+                ),
+            });
+        }
+
+        let mut loader = EbpfLoader::new();
+        for def in &defs {
+            loader.map_pin_path(def.name.as_str(), cfg.pin_dir.join(&def.name));
+        }
+        let mut ebpf = loader.load(OBJECT)?;
         let mut vips_map: BpfHashMap<MapData, VipKey, VipEntry> = BpfHashMap::try_from(
             ebpf.take_map(VIPS_MAP)
                 .ok_or(DataplaneError::MissingMap("VIPS"))?,
@@ -230,10 +282,6 @@ impl Dataplane {
         )?;
 
         // Fence everything an earlier agent left behind, before anything else.
-        let mut adopted = Adopted {
-            link: link_pin.exists(),
-            vips: Vec::new(),
-        };
         let stale: Vec<(VipKey, VipEntry)> = vips_map.iter().filter_map(Result::ok).collect();
         for (key, mut entry) in stale {
             entry.state = STATE_INACTIVE;
@@ -253,37 +301,54 @@ impl Dataplane {
             .try_into()?;
         program.load()?;
 
-        if adopted.link {
+        let mut mode = None;
+        if let pins::LinkPin::Attached { id } = link_state {
             // Replace the earlier program atomically in the pinned link: the
             // interface is never without a fence.
-            let pinned =
-                PinnedLink::from_pin(&link_pin).map_err(|e| DataplaneError::Pin(e.to_string()))?;
-            let fd_link: FdLink = pinned.into();
-            let xdp_link = aya::programs::xdp::XdpLink::try_from(fd_link)
-                .map_err(|e| DataplaneError::Pin(e.to_string()))?;
-            program.attach_to_link(xdp_link)?;
-            info!(ifname = %cfg.ifname, pin = %link_pin.display(), "adopted the pinned XDP link of an earlier agent");
+            match adopt_link(program, &link_pin) {
+                Ok(()) => {
+                    info!(ifname = %cfg.ifname, link_id = id, pin = %link_pin.display(), "adopted the pinned XDP link of an earlier agent");
+                    adopted.link = true;
+                    // The link keeps the mode it was created with.
+                    mode = Some(match cfg.mode {
+                        XdpModeArg::Skb => AttachedMode::Skb,
+                        _ => AttachedMode::Native,
+                    });
+                }
+                // Severed between the inspection and the update (ENOLINK):
+                // the same as severed at inspection.
+                Err(e) => adopted.repairs.push(Repair {
+                    kind: RepairKind::StaleLink,
+                    detail: format!(
+                        "pinned XDP link {id} could not be updated ({e}); attached a fresh link \
+                         and pinned it in its place"
+                    ),
+                }),
+            }
+        } else if link_state.is_stale() {
+            adopted.repairs.push(Repair {
+                kind: RepairKind::StaleLink,
+                detail: format!(
+                    "pinned link {}: {link_state}; attached a fresh link to {} (ifindex \
+                     {ifindex}) and pinned it in its place",
+                    link_pin.display(),
+                    cfg.ifname
+                ),
+            });
         }
-        let mode = if adopted.link {
-            // The link keeps the mode it was created with.
-            match cfg.mode {
-                XdpModeArg::Skb => AttachedMode::Skb,
-                _ => AttachedMode::Native,
-            }
-        } else {
-            let (link_id, mode) = attach(program, &cfg.ifname, ifindex, cfg.mode)?;
-            let link = program.take_link(link_id)?;
-            match FdLink::try_from(link) {
-                Ok(fd_link) => {
-                    fd_link
-                        .pin(&link_pin)
-                        .map_err(|e| DataplaneError::Pin(e.to_string()))?;
+        let mode = match mode {
+            Some(m) => m,
+            None => {
+                let (link_id, mode) = attach(program, &cfg.ifname, ifindex, cfg.mode)?;
+                let link = program.take_link(link_id)?;
+                match FdLink::try_from(link) {
+                    Ok(fd_link) => replace_link_pin(&link_pin, fd_link)?,
+                    Err(e) => {
+                        warn!(error = %e, "XDP attached through netlink, not a bpf_link: it cannot be pinned and will detach if the agent dies")
+                    }
                 }
-                Err(e) => {
-                    warn!(error = %e, "XDP attached through netlink, not a bpf_link: it cannot be pinned and will detach if the agent dies")
-                }
+                mode
             }
-            mode
         };
         info!(ifname = %cfg.ifname, ifindex, mode = mode.as_str(), pin_dir = %cfg.pin_dir.display(), "XDP responder attached");
         // After program.load(): the kernel holds its own reference to the log
@@ -294,15 +359,21 @@ impl Dataplane {
                 vips_map,
                 counters,
                 _logger_task: logger_task,
-                _ebpf: ebpf,
+                ebpf,
+                ifname: cfg.ifname.clone(),
                 ifindex,
                 mac,
                 mode,
                 pin_dir: cfg.pin_dir.clone(),
+                map_pins: defs.into_iter().map(|d| d.name).collect(),
                 vips: cfg.vips.clone(),
             },
             adopted,
         ))
+    }
+
+    pub fn ifname(&self) -> &str {
+        &self.ifname
     }
 
     pub fn ifindex(&self) -> u32 {
@@ -383,7 +454,7 @@ impl Dataplane {
                     .map_err(|e| DataplaneError::Pin(e.to_string()))?,
             );
         }
-        for name in [VIPS_MAP, COUNTERS_MAP] {
+        for name in &self.map_pins {
             let _ = std::fs::remove_file(pin_dir.join(name));
         }
         drop(self);
@@ -394,6 +465,35 @@ impl Dataplane {
         info!(pin_dir = %pin_dir.display(), "XDP responder detached and unpinned");
         Ok(())
     }
+}
+
+/// Puts our (loaded) program into the XDP link pinned at `link_pin`
+/// (`bpf_link_update`: atomic, the interface is never without a program).
+fn adopt_link(program: &mut Xdp, link_pin: &Path) -> Result<(), DataplaneError> {
+    let pinned = PinnedLink::from_pin(link_pin).map_err(|e| DataplaneError::Pin(e.to_string()))?;
+    let fd_link: FdLink = pinned.into();
+    let xdp_link = aya::programs::xdp::XdpLink::try_from(fd_link)
+        .map_err(|e| DataplaneError::Pin(e.to_string()))?;
+    program.attach_to_link(xdp_link)?;
+    Ok(())
+}
+
+/// Pins `link` at `path`, replacing whatever was pinned there (a stale link
+/// is released once its last reference goes).
+fn replace_link_pin(path: &Path, link: FdLink) -> Result<(), DataplaneError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(DataplaneError::Pin(format!(
+                "removing {}: {e}",
+                path.display()
+            )));
+        }
+    }
+    link.pin(path)
+        .map(drop)
+        .map_err(|e| DataplaneError::Pin(e.to_string()))
 }
 
 fn attach(
