@@ -201,10 +201,23 @@ async fn supervise(
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut claims_seen: std::collections::HashMap<std::net::IpAddr, u64> = Default::default();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {
+                for (vip, c) in node.claims().await {
+                    let seen = claims_seen.insert(vip, c.count).unwrap_or(0);
+                    if c.count > seen {
+                        warn!(
+                            %vip,
+                            mac = %format_mac(&c.mac),
+                            frames = c.count - seen,
+                            "conflicting claim: another host announces the VIP while this node answers \
+                             for it (counted in vip_xdp_claims_total); find that host"
+                        );
+                    }
+                }
                 let m = node.maintain().await;
                 for Repair { kind, detail } in &m.repairs {
                     warn!(kind = kind.label(), "repaired: {detail}");
@@ -310,4 +323,11 @@ async fn wait_for_signal(shutdown: CancellationToken) {
     }
     warn!("second signal: exiting at once (the pinned fence stays and expires by itself)");
     std::process::exit(130);
+}
+
+fn format_mac(m: &[u8; 6]) -> String {
+    format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        m[0], m[1], m[2], m[3], m[4], m[5]
+    )
 }

@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
-use vip_common::PassReason;
+use vip_common::{PassReason, RefuseReason};
 use vip_common::maps::Counter;
 
 use crate::clock::MonoTime;
@@ -205,7 +205,7 @@ impl Metrics {
             family(
                 "vip_xdp_requests_total",
                 "counter",
-                "Well-formed ARP requests / neighbour solicitations seen by the XDP program.",
+                "ARP requests / neighbour solicitations for the VIP seen by the XDP program.",
                 &proto(Counter::ArpRequests, Counter::NsRequests),
             );
             family(
@@ -219,6 +219,32 @@ impl Metrics {
                 "counter",
                 "Requests for the VIP dropped because this node may not answer.",
                 &proto(Counter::ArpFenced, Counter::NsFenced),
+            );
+            family(
+                "vip_xdp_refused_total",
+                "counter",
+                "Requests for the VIP dropped because of their form (never left to the kernel), by reason.",
+                &RefuseReason::ALL
+                    .iter()
+                    .map(|r| {
+                        (
+                            format!("{{reason=\"{}\"}}", r.label()),
+                            c.refused(*r).to_string(),
+                        )
+                    })
+                    .collect::<Vec<_>>(),
+            );
+            family(
+                "vip_xdp_claims_total",
+                "counter",
+                "Conflicting claims: another MAC announced the VIP while this node answered for it.",
+                &proto(Counter::ArpClaims, Counter::NsClaims),
+            );
+            family(
+                "vip_xdp_too_deep_total",
+                "counter",
+                "Frames dropped because they nest more VLAN tags or IPv6 extension headers than the program follows.",
+                &[(String::new(), c.get(Counter::TooDeep).to_string())],
             );
             let passed: Vec<_> = PassReason::ALL
                 .iter()

@@ -115,6 +115,11 @@ impl Node {
         self.inner.lock().await.dataplane.counters()
     }
 
+    /// Conflicting claims the program recorded, per VIP.
+    pub async fn claims(&self) -> Vec<(IpAddr, vip_common::ClaimRecord)> {
+        self.inner.lock().await.dataplane.claims()
+    }
+
     /// The interface's ifindex and MAC as the data plane last saw them.
     pub async fn interface(&self) -> (u32, [u8; 6]) {
         let inner = self.inner.lock().await;

@@ -506,3 +506,45 @@ fn pinned_maps_of_another_layout_are_replaced_without_a_gap() {
     stop(second);
     assert_clean(node, &pins);
 }
+
+/// A host that is not an agent claims the VIP (a gratuitous ARP and an ARP
+/// reply with its own MAC) while the agent answers: the program records it,
+/// the agent logs the claimant's MAC and counts it, and keeps answering.
+#[test]
+fn conflicting_claims_are_logged_and_counted() {
+    root_or_skip!();
+    let pair = Pair::new().expect("veth pair");
+    let (node, client) = (pair.a(), pair.b());
+    let pins = PinDirGuard::new("claim");
+    let mut agent = start("claim", node, &pins);
+    let sock = client.packet_socket(EtherType::Arp).unwrap();
+    let garp = vip_common::frame::announce::gratuitous_arp(client.mac(), VIP4);
+    let mut reply = garp.clone();
+    reply[21] = 2; // the same claim as an ARP reply
+    sock.send(&garp).unwrap();
+    sock.send(&reply).unwrap();
+    let line = agent
+        .wait_for_log("conflicting claim", WAIT)
+        .expect("claim logged");
+    let mac = packet_socket::format_mac(&client.mac());
+    assert!(line.contains(&mac) && line.contains(VIP), "{line}");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let text = scrape(node.ns());
+        let n: u64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("vip_xdp_claims_total{proto=\"arp\"} "))
+            .unwrap_or_else(|| panic!("vip_xdp_claims_total missing:\n{text}"))
+            .trim()
+            .parse()
+            .unwrap();
+        if n == 2 {
+            break;
+        }
+        assert!(n < 2 && Instant::now() < deadline, "claims counted: {n}");
+        std::thread::sleep(Duration::from_millis(100)); // poll interval
+    }
+    answered_by_agent(&sock, client.v4().unwrap(), node.mac(), &pins);
+    stop(agent);
+    assert_clean(node, &pins);
+}

@@ -16,9 +16,9 @@ use aya::programs::{Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
 use tracing::{info, warn};
 use vip_common::maps::{
-    COUNTERS_LEN, COUNTERS_MAP, Counter, PROGRAM_NAME, STATE_ACTIVE, STATE_INACTIVE, VIPS_MAP,
+    CLAIMS_MAP, COUNTERS_LEN, COUNTERS_MAP, Counter, PROGRAM_NAME, STATE_ACTIVE, STATE_INACTIVE, VIPS_MAP,
 };
-use vip_common::{PassReason, VipEntry, VipKey};
+use vip_common::{ClaimRecord, PassReason, RefuseReason, VipEntry, VipKey};
 
 use crate::clock::MonoTime;
 
@@ -125,6 +125,7 @@ pub struct Dataplane {
     // Field order matters for drop: maps and logger before the object.
     vips_map: BpfHashMap<MapData, VipKey, VipEntry>,
     counters: PerCpuArray<MapData, u64>,
+    claims: BpfHashMap<MapData, VipKey, ClaimRecord>,
     _logger_task: Option<tokio::task::JoinHandle<()>>,
     ebpf: Ebpf,
     ifname: String,
@@ -280,6 +281,10 @@ impl Dataplane {
             ebpf.take_map(COUNTERS_MAP)
                 .ok_or(DataplaneError::MissingMap("COUNTERS"))?,
         )?;
+        let claims: BpfHashMap<MapData, VipKey, ClaimRecord> = BpfHashMap::try_from(
+            ebpf.take_map(CLAIMS_MAP)
+                .ok_or(DataplaneError::MissingMap("CLAIMS"))?,
+        )?;
 
         // Fence everything an earlier agent left behind, before anything else.
         let stale: Vec<(VipKey, VipEntry)> = vips_map.iter().filter_map(Result::ok).collect();
@@ -358,6 +363,7 @@ impl Dataplane {
             Self {
                 vips_map,
                 counters,
+                claims,
                 _logger_task: logger_task,
                 ebpf,
                 ifname: cfg.ifname.clone(),
@@ -425,6 +431,16 @@ impl Dataplane {
             }
         }
         Ok(())
+    }
+
+    /// The last conflicting claim the program recorded per VIP (another MAC
+    /// announcing a VIP while this node answered for it).
+    pub fn claims(&self) -> Vec<(IpAddr, ClaimRecord)> {
+        self.claims
+            .iter()
+            .filter_map(Result::ok)
+            .filter_map(|(k, c)| Some((ip_of(&k)?, c)))
+            .collect()
     }
 
     /// Counters summed over CPUs.
@@ -559,6 +575,10 @@ impl Counters {
     }
 
     pub fn passed(&self, r: PassReason) -> u64 {
+        self.0[r.counter_index() as usize]
+    }
+
+    pub fn refused(&self, r: RefuseReason) -> u64 {
         self.0[r.counter_index() as usize]
     }
 
