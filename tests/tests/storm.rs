@@ -96,3 +96,78 @@ async fn restart_storm() {
         failures.join("; ")
     );
 }
+
+/// Removes a directory planted in bpffs on drop.
+struct Planted(std::path::PathBuf);
+
+impl Drop for Planted {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// The leak checks the storm relies on find what they look for: nothing on
+/// a steady lab, then VIP addresses planted on a follower's `lo` and
+/// interface, a stray pin directory of the lab and a stray entry in a
+/// follower's pin directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leak_checks_see_planted_leaks() {
+    if skip() {
+        return;
+    }
+    let lab = Lab::start(LabConfig {
+        implementation: Implementation::agent_aggressive(),
+        ..LabConfig::default()
+    })
+    .await
+    .expect("lab");
+    let leader = lab
+        .wait_for_leader(Duration::from_secs(20))
+        .await
+        .expect("leader");
+    let clean = lab.leaks(leader).expect("leak check");
+    let follower = (leader + 1) % lab.node_names().len();
+    let name = lab.node_names()[follower].clone();
+    let ns = lab.lan().node(follower).ns();
+    let ifname = lab.lan().node(follower).ifname().to_owned();
+    ns.exec_ok(&["addr", "add", &format!("{}/32", lab.vip_v4()), "dev", "lo"])
+        .expect("planting on lo");
+    ns.exec_ok(&[
+        "addr",
+        "add",
+        &format!("{}/128", lab.vip_v6()),
+        "dev",
+        &ifname,
+        "nodad",
+    ])
+    .expect("planting on the interface");
+    let stray_dir = Planted(lab.pin_dirs()[0].with_file_name(format!(
+        "vip-lab-{}-{}-stray",
+        std::process::id(),
+        lab.tag()
+    )));
+    std::fs::create_dir(&stray_dir.0).expect("stray pin dir");
+    let stray_pin = Planted(lab.pin_dirs()[follower].join("stray"));
+    std::fs::create_dir(&stray_pin.0).expect("stray pin");
+    let planted = lab.leaks(leader).expect("leak check");
+    drop(stray_pin);
+    drop(stray_dir);
+    let pins = lab.pin_dirs();
+    let (vip4, vip6) = (lab.vip_v4().to_string(), lab.vip_v6().to_string());
+    lab.shutdown().await.expect("shutdown");
+    assert!(agents_using(&pins).is_empty());
+    assert!(clean.is_empty(), "steady lab reported leaks: {clean:?}");
+    let text = planted.join("\n");
+    for want in [
+        format!("{name} (not leading): VIP addresses left"),
+        vip4,
+        vip6,
+        "pin directories: have".to_owned(),
+        "pins differ".to_owned(),
+    ] {
+        assert!(
+            text.contains(&want),
+            "leak check missed {want:?}; it said:\n{text}"
+        );
+    }
+}
