@@ -69,9 +69,13 @@ pub fn target_dir() -> PathBuf {
 }
 
 fn git(args: &[&str]) -> Result<std::process::Output, Error> {
+    let root = repo_root();
+    // Tests may run as root in a clone owned by someone else.
     Command::new("git")
+        .arg("-c")
+        .arg(format!("safe.directory={}", root.display()))
         .arg("-C")
-        .arg(repo_root())
+        .arg(&root)
         .args(args)
         .output()
         .map_err(Error::NoGit)
