@@ -525,10 +525,7 @@ impl Lab {
     }
 
     /// [`Lab::start`] with the agents running `bin` (default: [`crate::agent::agent_bin`]).
-    pub async fn start_with_agent_bin(
-        cfg: LabConfig,
-        bin: Option<PathBuf>,
-    ) -> anyhow::Result<Lab> {
+    pub async fn start_with_agent_bin(cfg: LabConfig, bin: Option<PathBuf>) -> anyhow::Result<Lab> {
         netns::require_root().map_err(anyhow::Error::msg)?;
         cleanup_stale()?;
         let tag = LAB_COUNTER.fetch_add(1, Ordering::Relaxed);
