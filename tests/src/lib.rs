@@ -7,3 +7,4 @@ pub mod lease_server;
 pub mod netns;
 pub mod packet_socket;
 pub mod topology;
+pub mod upgrade;

@@ -24,6 +24,8 @@ pub mod probe;
 pub mod record;
 pub mod service;
 pub mod steady;
+pub mod storm;
+pub mod upgrade;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
@@ -519,6 +521,11 @@ impl Lab {
     /// Build the topology, start the Lease server, the services, the probes
     /// and the agents (or keepalived); returns once every member runs.
     pub async fn start(cfg: LabConfig) -> anyhow::Result<Lab> {
+        Self::start_with_agent_bin(cfg, None).await
+    }
+
+    /// [`Lab::start`] with the agents running `bin` (default: [`crate::agent::agent_bin`]).
+    pub async fn start_with_agent_bin(cfg: LabConfig, bin: Option<PathBuf>) -> anyhow::Result<Lab> {
         netns::require_root().map_err(anyhow::Error::msg)?;
         cleanup_stale()?;
         let tag = LAB_COUNTER.fetch_add(1, Ordering::Relaxed);
@@ -588,7 +595,10 @@ impl Lab {
             };
 
         let agent_bin = match cfg.implementation {
-            Implementation::Agent { .. } => Some(crate::agent::agent_bin()?),
+            Implementation::Agent { .. } => Some(match bin {
+                Some(b) => b,
+                None => crate::agent::agent_bin()?,
+            }),
             Implementation::Keepalived { .. } => None,
         };
         let v6 = lan.client().v6().map(|c| (c, vip6));
