@@ -2,7 +2,8 @@
 //! (the last release before the fence work), built once and cached.
 //!
 //! The old tree is checked out with `git worktree add --detach` into a
-//! temporary directory, built with `cargo build --release -p vip-agent`
+//! temporary directory, built with `cargo build -p vip-agent` (debug: a
+//! third of the release build's time, and the lab's agents are debug too)
 //! (its own build script builds its own XDP object through its `ebpf-build`),
 //! and its binary copied to
 //! `<target dir>/vip-old-agent/<commit>/vip-agent`; the checkout is removed
@@ -165,7 +166,7 @@ pub fn build_at(commit: &str) -> Result<PathBuf, Error> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(&src)
-        .args(["build", "--release", "--locked", "-p", "vip-agent"])
+        .args(["build", "--locked", "-p", "vip-agent"])
         .arg("--target-dir")
         .arg(cache.join("target"));
     // We run inside cargo (a test): nothing of the outer build may leak in.
@@ -192,13 +193,13 @@ pub fn build_at(commit: &str) -> Result<PathBuf, Error> {
     if !status.success() {
         return Err(Error::Command {
             what: format!(
-                "cargo build --release -p vip-agent at {commit} in {}",
+                "cargo build -p vip-agent at {commit} in {}",
                 src.display()
             ),
             why: status.to_string(),
         });
     }
-    let built = cache.join("target/release/vip-agent");
+    let built = cache.join("target/debug/vip-agent");
     // Copy then rename: a cached binary is always complete.
     let partial = cache.join("vip-agent.partial");
     std::fs::copy(&built, &partial).map_err(|source| Error::Io {
