@@ -14,9 +14,10 @@
 //!   203.0.113.0/24, IPv6 hosts of 2001:db8::/64 with a random interface id.
 //!   With `tail_call` set it tail-calls `JUMP[0]` instead of returning (to
 //!   run another program on a fresh request: the per-packet cost test).
-//! * `bench_count`: on the generator's veth: counts ARP replies and neighbour
-//!   advertisements, split into those for the real sender (legitimate) and
-//!   the others, and drops them; drops other ARP / ICMPv6 too, passes the rest.
+//! * `bench_count`: on the generator's veth: counts ARP replies (not
+//!   gratuitous) and solicited neighbour advertisements, split into those for
+//!   the real sender (legitimate) and the others, and drops them; drops other
+//!   ARP / ICMPv6 too (announcements, ...), passes the rest.
 //! * `bench_tx`: the empty program (`XDP_TX`), the cost baseline.
 #![no_std]
 #![no_main]
@@ -265,10 +266,13 @@ pub fn bench_count(ctx: XdpContext) -> u32 {
     };
     match get(&ctx, 12, 2) {
         Some(0x0806) => {
-            // ARP: op at 20, target protocol address at 38.
-            match (get(&ctx, 20, 2), get(&ctx, 38, 4)) {
-                (Some(2), Some(tpa)) if tpa == cfg.real_ip4 => add(idx::ARP_REPLY_LEGIT, 1),
-                (Some(2), Some(_)) => add(idx::ARP_REPLY_SPOOFED, 1),
+            // ARP: op at 20, sender / target protocol address at 28 / 38.
+            // Gratuitous replies (sender == target: the agent's announcements) are not answers.
+            match (get(&ctx, 20, 2), get(&ctx, 28, 4), get(&ctx, 38, 4)) {
+                (Some(2), Some(spa), Some(tpa)) if spa != tpa && tpa == cfg.real_ip4 => {
+                    add(idx::ARP_REPLY_LEGIT, 1)
+                }
+                (Some(2), Some(spa), Some(tpa)) if spa != tpa => add(idx::ARP_REPLY_SPOOFED, 1),
                 _ => add(idx::OTHER_ND, 1),
             }
             xdp_action::XDP_DROP
@@ -278,20 +282,41 @@ pub fn bench_count(ctx: XdpContext) -> u32 {
                 add(idx::PASSED, 1);
                 return xdp_action::XDP_PASS;
             }
-            // Neighbour advertisement: type 136 at 54, destination at 38.
-            match (get(&ctx, 54, 1), get(&ctx, 38, 8), get(&ctx, 46, 8)) {
-                (Some(136), Some(hi), Some(lo)) if hi == cfg.real_ip6_hi && lo == cfg.real_ip6_lo => {
-                    add(idx::NA_LEGIT, 1)
-                }
-                (Some(136), Some(_), Some(_)) => add(idx::NA_SPOOFED, 1),
-                _ => add(idx::OTHER_ND, 1),
-            }
+            // Neighbour advertisement: type 136 at 54, flags at 58 (Solicited =
+            // 0x40; unsolicited ones are the agent's announcements), destination at 38.
+            let kind = na_kind(&ctx, cfg);
+            add(kind, 1);
             xdp_action::XDP_DROP
         }
         _ => {
             add(idx::PASSED, 1);
             xdp_action::XDP_PASS
         }
+    }
+}
+
+/// The counter slot of an IPv6 ICMPv6 frame.
+#[inline(always)]
+fn na_kind(ctx: &XdpContext, cfg: &GenConfig) -> u32 {
+    let Some(head) = get(ctx, 54, 8) else {
+        return idx::OTHER_ND;
+    };
+    // type(1) code(1) checksum(2) flags(1) reserved(3)
+    let is_na = (head >> 56) == 136;
+    let solicited = (head >> 24) & 0x40 != 0;
+    if !is_na || !solicited {
+        return idx::OTHER_ND;
+    }
+    let Some(hi) = get(ctx, 38, 8) else {
+        return idx::OTHER_ND;
+    };
+    let Some(lo) = get(ctx, 46, 8) else {
+        return idx::OTHER_ND;
+    };
+    if hi == cfg.real_ip6_hi && lo == cfg.real_ip6_lo {
+        idx::NA_LEGIT
+    } else {
+        idx::NA_SPOOFED
     }
 }
 

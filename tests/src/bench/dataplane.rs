@@ -432,7 +432,7 @@ fn flood(
             let due = if rate == 0 {
                 u64::MAX
             } else {
-                (elapsed.as_secs_f64() * rate as f64) as u64 + chunk
+                (elapsed.as_secs_f64() * rate as f64) as u64
             };
             let c = claimed.load(Ordering::Relaxed);
             if c >= count {
@@ -463,7 +463,11 @@ fn flood(
             .map(|h| h.join().unwrap_or_else(|_| Err(anyhow!("a generator thread panicked"))))
             .collect()
     });
-    let wall = started.elapsed();
+    let mut wall = started.elapsed();
+    if rate > 0 {
+        // The last chunk goes out ahead of its time: the step lasts until it is due.
+        wall = wall.max(Duration::from_secs_f64(count as f64 / rate as f64));
+    }
     for r in results {
         r?;
     }
