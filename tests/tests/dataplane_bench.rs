@@ -36,17 +36,26 @@ fn tiny_flood_produces_a_sane_report() {
     );
     let _ = std::fs::remove_dir_all(&out);
     let report = result.expect("bench dataplane");
-    let (json, md) = (files.0.expect("dataplane.json"), files.1.expect("dataplane.md"));
+    let (json, md) = (
+        files.0.expect("dataplane.json"),
+        files.1.expect("dataplane.md"),
+    );
     let parsed: DataplaneReport = serde_json::from_slice(&json).expect("report JSON");
     assert_eq!(parsed.steps.len(), 4, "2 modes x 2 request kinds x 1 rate");
-    assert!(md.contains("| native | arp |") && md.contains("## Targets"), "{md}");
+    assert!(
+        md.contains("| native | arp |") && md.contains("## Targets"),
+        "{md}"
+    );
 
     for s in report.steps.iter().filter(|s| s.mode == Mode::Native) {
         assert!(s.sent > 0, "{s:?}");
         // The XDP responder answers every request and never touches the neighbour table.
         assert_eq!(s.replies, s.sent, "{s:?}");
         assert_eq!(s.responder_seen, Some(s.sent), "{s:?}");
-        assert!(s.legit_sent > 0 && s.legit_answered == s.legit_sent, "{s:?}");
+        assert!(
+            s.legit_sent > 0 && s.legit_answered == s.legit_sent,
+            "{s:?}"
+        );
         assert_eq!(s.neigh_after, s.neigh_before, "{s:?}");
         assert!(s.agent_cpu_pct.is_some(), "{s:?}");
     }
@@ -55,7 +64,10 @@ fn tiny_flood_produces_a_sane_report() {
         .iter()
         .find(|s| s.mode == Mode::Kernel && s.proto == Proto::Arp)
         .expect("kernel ARP step");
-    assert!(kernel_arp.replies > 0, "the kernel baseline answers: {kernel_arp:?}");
+    assert!(
+        kernel_arp.replies > 0,
+        "the kernel baseline answers: {kernel_arp:?}"
+    );
     assert!(
         kernel_arp.neigh_after > kernel_arp.neigh_before,
         "the kernel learns the spoofed senders: {kernel_arp:?}"

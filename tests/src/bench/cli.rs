@@ -99,7 +99,13 @@ impl DataplaneArgs {
 /// Run `bench dataplane`: print the table and the targets; whether every
 /// target passed (N/A counts as not failed).
 pub fn run_dataplane(args: &DataplaneArgs) -> anyhow::Result<bool> {
-    let mut command = String::from("cargo xtask bench dataplane");
+    // `cargo xtask bench` runs the release build; say so when another build ran.
+    let exe = std::env::current_exe().unwrap_or_default();
+    let mut command = if exe.components().any(|c| c.as_os_str() == "release") {
+        String::from("cargo xtask bench dataplane")
+    } else {
+        format!("{} bench dataplane", exe.display())
+    };
     for a in std::env::args().skip(3) {
         command.push(' ');
         command.push_str(&a);

@@ -263,7 +263,10 @@ fn solicited_node(ip: Ipv6Addr) -> Ipv6Addr {
 /// `/proc/stat` "cpu" line: (system, softirq) in clock ticks.
 fn cpu_ticks() -> anyhow::Result<(u64, u64)> {
     let text = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
-    let line = text.lines().next().ok_or_else(|| anyhow!("empty /proc/stat"))?;
+    let line = text
+        .lines()
+        .next()
+        .ok_or_else(|| anyhow!("empty /proc/stat"))?;
     let v: Vec<u64> = line
         .split_whitespace()
         .skip(1)
@@ -305,7 +308,10 @@ fn neigh_count(ns: &NetNs) -> anyhow::Result<u64> {
 }
 
 /// `ethtool -S IF` of a veth, as (key, value) pairs.
-fn ethtool_stats(ns: &NetNs, ifname: &str) -> anyhow::Result<std::collections::HashMap<String, u64>> {
+fn ethtool_stats(
+    ns: &NetNs,
+    ifname: &str,
+) -> anyhow::Result<std::collections::HashMap<String, u64>> {
     let out = crate::netns::run_checked(ns.command("ethtool").args(["-S", ifname]))?;
     Ok(String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -375,7 +381,15 @@ fn live_run(
         sent += n;
     }
     let wall = started.elapsed();
-    Ok((sent, wall, if sent > 0 { kernel_ns / sent as f64 } else { 0.0 }))
+    Ok((
+        sent,
+        wall,
+        if sent > 0 {
+            kernel_ns / sent as f64
+        } else {
+            0.0
+        },
+    ))
 }
 
 /// One live-frames call of `n` frames; returns the kernel's total time in ns.
@@ -460,7 +474,10 @@ fn flood(
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err(anyhow!("a generator thread panicked"))))
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow!("a generator thread panicked")))
+            })
             .collect()
     });
     let mut wall = started.elapsed();
@@ -501,7 +518,9 @@ impl Gen {
                 .load(object)
                 .context("loading bench-ebpf")?;
             for name in ["bench_gen", "bench_tx", "bench_count"] {
-                xdp(&mut ebpf, name)?.load().with_context(|| format!("loading {name}"))?;
+                xdp(&mut ebpf, name)?
+                    .load()
+                    .with_context(|| format!("loading {name}"))?;
             }
             xdp(&mut ebpf, "bench_count")?
                 .attach_to_if_index(ifindex, XdpMode::Driver)
@@ -546,7 +565,12 @@ impl Gen {
     fn template(&self, proto: Proto, generator: &Endpoint) -> Vec<u8> {
         match proto {
             Proto::Arp => {
-                let mut f = arp_request(generator.mac(), generator.v4().map_or([0; 4], |a| a.octets()), VIP4.octets(), None);
+                let mut f = arp_request(
+                    generator.mac(),
+                    generator.v4().map_or([0; 4], |a| a.octets()),
+                    VIP4.octets(),
+                    None,
+                );
                 f.resize(60, 0);
                 f
             }
@@ -570,7 +594,11 @@ struct Responder {
     pins: Option<PinDirGuard>,
 }
 
-fn start_responder(mode: Mode, resp: &Endpoint, opts: &DataplaneOptions) -> anyhow::Result<Responder> {
+fn start_responder(
+    mode: Mode,
+    resp: &Endpoint,
+    opts: &DataplaneOptions,
+) -> anyhow::Result<Responder> {
     let ns = resp.ns();
     match mode {
         Mode::Kernel => {
@@ -578,7 +606,14 @@ fn start_responder(mode: Mode, resp: &Endpoint, opts: &DataplaneOptions) -> anyh
                 ns.sysctl(&format!("net/ipv4/conf/{key}/arp_ignore"), "0")?;
             }
             ns.exec_ok(&["addr", "add", &format!("{VIP4}/32"), "dev", RESP_IF])?;
-            ns.exec_ok(&["addr", "add", &format!("{VIP6}/128"), "dev", RESP_IF, "nodad"])?;
+            ns.exec_ok(&[
+                "addr",
+                "add",
+                &format!("{VIP6}/128"),
+                "dev",
+                RESP_IF,
+                "nodad",
+            ])?;
             Ok(Responder {
                 agent: None,
                 pins: None,
@@ -605,8 +640,13 @@ fn start_responder(mode: Mode, resp: &Endpoint, opts: &DataplaneOptions) -> anyh
             .iter()
             .map(|s| s.to_string())
             .collect();
-            let mut agent = Agent::spawn(&format!("agent-{}", mode.name()), ns, &opts.agent_bin, &args)
-                .context("starting vip-agent")?;
+            let mut agent = Agent::spawn(
+                &format!("agent-{}", mode.name()),
+                ns,
+                &opts.agent_bin,
+                &args,
+            )
+            .context("starting vip-agent")?;
             let line = agent
                 .wait_for_log("XDP responder attached", AGENT_START)
                 .context("waiting for the agent to attach")?;
@@ -678,7 +718,11 @@ fn flood_step(
     r.ns().exec_ok(&["neigh", "flush", "all"])?;
     let neigh_before = neigh_count(r.ns())?;
     let frame = generator.template(proto, g);
-    let pid = responder.agent.as_ref().and_then(Agent::pid).map(|p| p.as_raw());
+    let pid = responder
+        .agent
+        .as_ref()
+        .and_then(Agent::pid)
+        .map(|p| p.as_raw());
     let seen_idx = match proto {
         Proto::Arp => Counter::ArpRequests,
         Proto::Ns => Counter::NsRequests,
@@ -686,7 +730,10 @@ fn flood_step(
     let pins = responder.pins.as_ref().map(|p| p.path().to_path_buf());
     let seen0 = pins.as_deref().map(responder_counters).transpose()?;
     let s0 = gen_stats(&generator.stats)?;
-    let (e_g0, e_r0) = (ethtool_stats(g.ns(), GEN_IF)?, ethtool_stats(r.ns(), RESP_IF)?);
+    let (e_g0, e_r0) = (
+        ethtool_stats(g.ns(), GEN_IF)?,
+        ethtool_stats(r.ns(), RESP_IF)?,
+    );
     let (sys0, soft0) = cpu_ticks()?;
     let agent0 = pid.map(proc_ticks).transpose()?;
     let t0 = Instant::now();
@@ -705,7 +752,10 @@ fn flood_step(
     let (sys1, soft1) = cpu_ticks()?;
     let agent1 = pid.map(proc_ticks).transpose()?;
     let s1 = gen_stats(&generator.stats)?;
-    let (e_g1, e_r1) = (ethtool_stats(g.ns(), GEN_IF)?, ethtool_stats(r.ns(), RESP_IF)?);
+    let (e_g1, e_r1) = (
+        ethtool_stats(g.ns(), GEN_IF)?,
+        ethtool_stats(r.ns(), RESP_IF)?,
+    );
     let seen1 = pins.as_deref().map(responder_counters).transpose()?;
     let neigh_after = neigh_count(r.ns())?;
 
@@ -714,14 +764,18 @@ fn flood_step(
         Proto::Arp => (d(idx::ARP_REPLY_LEGIT), d(idx::ARP_REPLY_SPOOFED)),
         Proto::Ns => (d(idx::NA_LEGIT), d(idx::NA_SPOOFED)),
     };
-    anyhow::ensure!(d(idx::SENT) == sent, "generator counted {} frames, test runs {sent}", d(idx::SENT));
+    anyhow::ensure!(
+        d(idx::SENT) == sent,
+        "generator counted {} frames, test runs {sent}",
+        d(idx::SENT)
+    );
     let replies = legit_answered + spoofed;
     let secs = wall.as_secs_f64();
     let tck = clk_tck();
     let pct = |ticks: u64| ticks as f64 / tck / elapsed * 100.0;
-    let ed = |a: &std::collections::HashMap<String, u64>, b: &std::collections::HashMap<String, u64>, k: &str| {
-        stat(b, k).saturating_sub(stat(a, k))
-    };
+    let ed = |a: &std::collections::HashMap<String, u64>,
+              b: &std::collections::HashMap<String, u64>,
+              k: &str| { stat(b, k).saturating_sub(stat(a, k)) };
     Ok(Step {
         mode,
         proto,
@@ -732,7 +786,11 @@ fn flood_step(
         replies,
         replies_pps: replies as f64 / secs,
         lost: sent.saturating_sub(replies),
-        answered_pct: if sent > 0 { replies as f64 * 100.0 / sent as f64 } else { 0.0 },
+        answered_pct: if sent > 0 {
+            replies as f64 * 100.0 / sent as f64
+        } else {
+            0.0
+        },
         legit_sent: d(idx::LEGIT_SENT),
         legit_answered,
         responder_seen: seen0.zip(seen1).map(|(a, b)| b[seen_idx] - a[seen_idx]),
@@ -803,7 +861,13 @@ fn measure_cost(
     let mut jump = ProgramArray::try_from(generator.ebpf.take_map("JUMP").context("JUMP")?)?;
     let answered = |c: &PerCpuArray<MapData, u64>| percpu_sum(c, Counter::ArpAnswered as u32);
     let mut rows: Vec<(String, String, Vec<f64>, Vec<f64>, Option<f64>)> = vec![
-        ("empty".into(), "bench_tx alone: returns XDP_TX".into(), vec![], vec![], None),
+        (
+            "empty".into(),
+            "bench_tx alone: returns XDP_TX".into(),
+            vec![],
+            vec![],
+            None,
+        ),
         (
             "responder-naive".into(),
             "the responder alone on the same request (pages recycled: see answered)".into(),
@@ -921,7 +985,10 @@ pub fn run(opts: &DataplaneOptions) -> anyhow::Result<DataplaneReport> {
 
     let mut cost = Vec::new();
     if opts.cost_frames > 0 {
-        eprintln!("dataplane: per-packet cost, {} frames x {} rounds", opts.cost_frames, opts.cost_rounds);
+        eprintln!(
+            "dataplane: per-packet cost, {} frames x {} rounds",
+            opts.cost_frames, opts.cost_rounds
+        );
         cost = measure_cost(&mut generator, &pair, &responder_bytes, opts)?;
     }
 
@@ -1006,7 +1073,11 @@ pub fn evaluate(steps: &[Step], cost: &[CostRow]) -> Vec<Target> {
         for &p in &protos {
             if let Some(s) = highest(steps, m, p) {
                 t.push(Target {
-                    name: format!("{} {}: 100% answered at the highest offered rate", m.name(), p.name()),
+                    name: format!(
+                        "{} {}: 100% answered at the highest offered rate",
+                        m.name(),
+                        p.name()
+                    ),
                     status: status(s.replies == s.sent && s.sent > 0),
                     detail: format!(
                         "{:.0} pps offered, {} of {} answered ({:.3}%)",
@@ -1036,10 +1107,19 @@ pub fn evaluate(steps: &[Step], cost: &[CostRow]) -> Vec<Target> {
                 }
             }
             t.push(Target {
-                name: format!("{} {}: higher reply rate than the kernel where the kernel loses", m.name(), p.name()),
-                status: if compared == 0 { "N/A".into() } else { status(worse.is_empty()) },
+                name: format!(
+                    "{} {}: higher reply rate than the kernel where the kernel loses",
+                    m.name(),
+                    p.name()
+                ),
+                status: if compared == 0 {
+                    "N/A".into()
+                } else {
+                    status(worse.is_empty())
+                },
                 detail: if compared == 0 {
-                    "the kernel answered every request at every offered rate (or was not run)".into()
+                    "the kernel answered every request at every offered rate (or was not run)"
+                        .into()
                 } else if worse.is_empty() {
                     format!("higher at all {compared} rates where the kernel lost requests")
                 } else {
@@ -1050,12 +1130,24 @@ pub fn evaluate(steps: &[Step], cost: &[CostRow]) -> Vec<Target> {
         let grew: Vec<String> = steps
             .iter()
             .filter(|s| s.mode == m && s.neigh_after > s.neigh_before)
-            .map(|s| format!("{} {} pps: {} -> {}", s.proto.name(), s.target_pps, s.neigh_before, s.neigh_after))
+            .map(|s| {
+                format!(
+                    "{} {} pps: {} -> {}",
+                    s.proto.name(),
+                    s.target_pps,
+                    s.neigh_before,
+                    s.neigh_after
+                )
+            })
             .collect();
         t.push(Target {
             name: format!("{}: neighbour table untouched", m.name()),
             status: status(grew.is_empty()),
-            detail: if grew.is_empty() { "no entry added in any step".into() } else { grew.join("; ") },
+            detail: if grew.is_empty() {
+                "no entry added in any step".into()
+            } else {
+                grew.join("; ")
+            },
         });
         let max_cpu = steps
             .iter()
@@ -1063,7 +1155,10 @@ pub fn evaluate(steps: &[Step], cost: &[CostRow]) -> Vec<Target> {
             .filter_map(|s| s.agent_cpu_pct)
             .fold(0.0f64, f64::max);
         t.push(Target {
-            name: format!("{}: agent CPU near idle (< {AGENT_IDLE_PCT}% of a CPU)", m.name()),
+            name: format!(
+                "{}: agent CPU near idle (< {AGENT_IDLE_PCT}% of a CPU)",
+                m.name()
+            ),
             status: status(max_cpu < AGENT_IDLE_PCT),
             detail: format!("highest over the steps: {max_cpu:.2}%"),
         });
@@ -1072,7 +1167,11 @@ pub fn evaluate(steps: &[Step], cost: &[CostRow]) -> Vec<Target> {
             .filter(|s| s.mode == m)
             .map(|s| s.legit_sent.saturating_sub(s.legit_answered))
             .sum();
-        let legit_sent: u64 = steps.iter().filter(|s| s.mode == m).map(|s| s.legit_sent).sum();
+        let legit_sent: u64 = steps
+            .iter()
+            .filter(|s| s.mode == m)
+            .map(|s| s.legit_sent)
+            .sum();
         t.push(Target {
             name: format!("{}: legitimate requests in the flood answered", m.name()),
             status: status(legit_missed == 0 && legit_sent > 0),
@@ -1099,7 +1198,11 @@ fn row(s: &Step) -> String {
         "{:<6} {:<3} {:>8} {:>10.0} {:>10.0} {:>9} {:>8.3}% {:>5}/{:<5} {:>7.1}% {:>7} {:>6} -> {:<6}",
         s.mode.name(),
         s.proto.name(),
-        if s.target_pps == 0 { "max".to_owned() } else { s.target_pps.to_string() },
+        if s.target_pps == 0 {
+            "max".to_owned()
+        } else {
+            s.target_pps.to_string()
+        },
         s.offered_pps,
         s.replies_pps,
         s.lost,
@@ -1107,7 +1210,8 @@ fn row(s: &Step) -> String {
         s.legit_answered,
         s.legit_sent,
         s.softirq_cpu_pct,
-        s.agent_cpu_pct.map_or_else(|| "-".to_owned(), |c| format!("{c:.1}%")),
+        s.agent_cpu_pct
+            .map_or_else(|| "-".to_owned(), |c| format!("{c:.1}%")),
         s.neigh_before,
         s.neigh_after,
     )
@@ -1136,9 +1240,14 @@ IPv6 2001:db8::/64 random interface ids). Replies counted and dropped by `bench_
         } else {
             r.steps
                 .iter()
-                .find(|k| k.mode == Mode::Kernel && k.proto == st.proto && k.target_pps == st.target_pps)
+                .find(|k| {
+                    k.mode == Mode::Kernel && k.proto == st.proto && k.target_pps == st.target_pps
+                })
                 .filter(|k| k.replies_pps > 0.0)
-                .map_or_else(|| "-".to_owned(), |k| format!("{:.2}", st.replies_pps / k.replies_pps))
+                .map_or_else(
+                    || "-".to_owned(),
+                    |k| format!("{:.2}", st.replies_pps / k.replies_pps),
+                )
         };
         s.push_str(&format!(
             "| {} | {} | {} | {:.0} | {:.0} | {} | {:.3}% | {}/{} | {:.1}% | {} | {} -> {} | {} |\n",
@@ -1171,7 +1280,8 @@ percent of one CPU; agent = the vip-agent process (user + system).\n\n");
                 c.frames,
                 c.ns_per_frame,
                 c.wall_ns_per_frame,
-                c.answered_pct.map_or_else(|| "-".to_owned(), |a| format!("{a:.2}%"))
+                c.answered_pct
+                    .map_or_else(|| "-".to_owned(), |a| format!("{a:.2}%"))
             ));
         }
         if let Some((resp, empty)) = cost_estimate(&r.cost) {
@@ -1193,7 +1303,8 @@ percent of one CPU; agent = the vip-agent process (user + system).\n\n");
 pub fn write(r: &DataplaneReport, dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let json = dir.join("dataplane.json");
-    std::fs::write(&json, serde_json::to_vec_pretty(r)?).with_context(|| format!("writing {}", json.display()))?;
+    std::fs::write(&json, serde_json::to_vec_pretty(r)?)
+        .with_context(|| format!("writing {}", json.display()))?;
     let md = dir.join("dataplane.md");
     std::fs::write(&md, markdown(r)).with_context(|| format!("writing {}", md.display()))?;
     Ok(())
@@ -1211,7 +1322,8 @@ pub fn print(r: &DataplaneReport) {
             c.name,
             c.ns_per_frame,
             c.wall_ns_per_frame,
-            c.answered_pct.map_or_else(String::new, |a| format!(", answered {a:.2}%"))
+            c.answered_pct
+                .map_or_else(String::new, |a| format!(", answered {a:.2}%"))
         );
     }
     for t in &r.targets {
