@@ -100,15 +100,14 @@ impl DataplaneArgs {
 /// target passed (N/A counts as not failed).
 pub fn run_dataplane(args: &DataplaneArgs) -> anyhow::Result<bool> {
     // `cargo xtask bench` runs the release build; say so when another build ran.
-    let exe = std::env::current_exe().unwrap_or_default();
-    let mut command = if exe.components().any(|c| c.as_os_str() == "release") {
-        String::from("cargo xtask bench dataplane")
-    } else {
-        format!("{} bench dataplane", exe.display())
-    };
+    let mut command = String::from("cargo xtask bench dataplane");
     for a in std::env::args().skip(3) {
         command.push(' ');
         command.push_str(&a);
+    }
+    let exe = std::env::current_exe().unwrap_or_default();
+    if !exe.components().any(|c| c.as_os_str() == "release") {
+        command.push_str(&format!("` (this run: `{}`)", exe.display()));
     }
     let opts = args.options(command)?;
     let report = super::dataplane::run(&opts)?;

@@ -860,7 +860,9 @@ fn measure_cost(
     let ifindex = generator.ifindex;
     let mut jump = ProgramArray::try_from(generator.ebpf.take_map("JUMP").context("JUMP")?)?;
     let answered = |c: &PerCpuArray<MapData, u64>| percpu_sum(c, Counter::ArpAnswered as u32);
-    let mut rows: Vec<(String, String, Vec<f64>, Vec<f64>, Option<f64>)> = vec![
+    // (name, what, kernel ns per frame, wall ns per frame, answered %) per round.
+    type Row = (String, String, Vec<f64>, Vec<f64>, Option<f64>);
+    let mut rows: Vec<Row> = vec![
         (
             "empty".into(),
             "bench_tx alone: returns XDP_TX".into(),
