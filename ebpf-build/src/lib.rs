@@ -2,7 +2,8 @@
 //! `vip-ebpf/rust-toolchain.toml`, `-Z build-std=core` and bpf-linker.
 //!
 //! Both `vip-agent`'s build script and `cargo xtask build-ebpf` call [`build`],
-//! so there is exactly one way the object is produced.
+//! so there is exactly one way the object is produced. [`build_bench`] builds
+//! the data-plane benchmark's programs (`bench-ebpf`) the same way.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -63,11 +64,23 @@ pub fn inputs() -> Vec<PathBuf> {
 
 /// Builds the object and returns its path.
 pub fn build(release: bool) -> Result<PathBuf, Error> {
+    build_crate("vip-ebpf", release)
+}
+
+/// Builds the data-plane benchmark's XDP programs (`bench-ebpf`: flood
+/// generator, reply counter, empty program) and returns the object's path.
+pub fn build_bench(release: bool) -> Result<PathBuf, Error> {
+    build_crate("bench-ebpf", release)
+}
+
+/// Builds the eBPF crate in the workspace folder `name` (whose binary is
+/// also called `name`) with the pinned nightly.
+fn build_crate(name: &str, release: bool) -> Result<PathBuf, Error> {
     let root = workspace_root();
     let toolchain = toolchain()?;
     let target_dir = root.join("target/ebpf");
     let mut cmd = Command::new("rustup");
-    cmd.current_dir(root.join("vip-ebpf"))
+    cmd.current_dir(root.join(name))
         .args([
             "run",
             &toolchain,
@@ -105,14 +118,14 @@ pub fn build(release: bool) -> Result<PathBuf, Error> {
         .map_err(|e| err(format!("running rustup: {e} (is rustup installed?)")))?;
     if !status.success() {
         return Err(err(format!(
-            "building vip-ebpf with {toolchain} failed ({status}); if the toolchain, rust-src or \
+            "building {name} with {toolchain} failed ({status}); if the toolchain, rust-src or \
              bpf-linker {BPF_LINKER_VERSION} is missing, run `cargo xtask setup`"
         )));
     }
     let object = target_dir
         .join(TARGET)
         .join(if release { "release" } else { "debug" })
-        .join("vip-ebpf");
+        .join(name);
     if !object.is_file() {
         return Err(err(format!(
             "build succeeded but {} is missing",

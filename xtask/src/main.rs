@@ -1,4 +1,4 @@
-//! Developer flows: `cargo xtask setup | build-ebpf | test | demo | bench`.
+//! Developer flows: `cargo xtask setup | build-ebpf | test | demo | bench (failover | dataplane)`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -55,6 +55,7 @@ enum Cmd {
     /// Benchmarks (root): `bench failover [--repeats R] [--out DIR] [--scenario NAME ...]
     /// [--implementation NAME ...]` runs vip-agent and keepalived side by side in the
     /// lab (release builds) and writes results/<timestamp>/; see `vip-lab bench failover --help`.
+    /// `bench dataplane [--seconds N] [--out DIR]`: ARP/NS flood, XDP responder vs kernel.
     Bench {
         /// Arguments for `vip-lab bench`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]

@@ -11,6 +11,7 @@
 //! implementation, so an interrupted benchmark leaves what it measured.
 
 pub mod cli;
+pub mod dataplane;
 pub mod plot;
 pub mod report;
 
