@@ -26,7 +26,6 @@ use nix::sys::signal::Signal;
 use vip_agent::dataplane::OBJECT;
 use vip_common::frame::variants::{Variant, kernel_accepted};
 use vip_lab::agent::{Agent, PinDirGuard};
-use vip_lab::netns::require_root;
 use vip_lab::packet_socket::{EtherType, PacketSocket};
 use vip_lab::topology::{Endpoint, Pair};
 
@@ -153,10 +152,7 @@ fn attach_pass_program(peer: &Endpoint) -> Ebpf {
 }
 
 fn scenario(mode: &str) {
-    if let Err(why) = require_root() {
-        eprintln!("skipping: {why}");
-        return;
-    }
+    vip_lab::require_root!();
     let pair = Pair::new().expect("veth pair");
     let (node, client) = (pair.a(), pair.b());
     let _peer_prog = (mode == "native").then(|| attach_pass_program(client));

@@ -20,7 +20,6 @@ use vip_common::frame::craft::{arp_request, neighbour_solicitation};
 use vip_common::headers::{NdMsg, NdOpt};
 use vip_common::maps::{COUNTERS_LEN, Counter};
 use vip_lab::agent::{Agent, PinDirGuard};
-use vip_lab::netns::require_root;
 use vip_lab::packet_socket::{EtherType, PacketSocket, parse_arp};
 use vip_lab::topology::{Endpoint, Pair};
 
@@ -98,10 +97,7 @@ fn has_xdp(ep: &Endpoint) -> bool {
 }
 
 fn scenario(mode: &str) {
-    if let Err(why) = require_root() {
-        eprintln!("skipping: {why}");
-        return;
-    }
+    vip_lab::require_root!();
     let pair = Pair::new().expect("veth pair");
     let (node, client) = (pair.a(), pair.b());
     let _peer_prog = (mode == "native").then(|| attach_pass_program(client));
@@ -276,10 +272,7 @@ fn no_election_native_mode() {
 /// the stale address before it competes, and serves again.
 #[test]
 fn crash_leaves_the_fence_and_a_restart_adopts_it() {
-    if let Err(why) = require_root() {
-        eprintln!("skipping: {why}");
-        return;
-    }
+    vip_lab::require_root!();
     let pair = Pair::new().expect("veth pair");
     let (node, client) = (pair.a(), pair.b());
     let pins = PinDirGuard::new("adopt");
