@@ -11,15 +11,13 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use aya::maps::{Map, MapData, PerCpuArray};
-use aya::programs::{Xdp, XdpMode};
-use aya::{Ebpf, EbpfLoader};
 use nix::sys::signal::Signal;
 use vip_agent::dataplane::OBJECT;
 use vip_common::checksum::nd_checksum_ok;
 use vip_common::frame::craft::{arp_request, neighbour_solicitation};
 use vip_common::headers::{NdMsg, NdOpt};
 use vip_common::maps::{COUNTERS_LEN, Counter};
-use vip_lab::agent::{Agent, PinDirGuard};
+use vip_lab::agent::{Agent, PinDirGuard, attach_pass_program};
 use vip_lab::packet_socket::{EtherType, PacketSocket, parse_arp};
 use vip_lab::topology::{Endpoint, Pair};
 
@@ -38,20 +36,6 @@ fn counters(pin_dir: &Path) -> [u64; COUNTERS_LEN as usize] {
         *c = arr.get(&(i as u32), 0).expect("counter").iter().sum();
     }
     v
-}
-
-/// An XDP program on the peer veth: in native mode, frames sent with XDP_TX
-/// are lost unless the peer has one (platform notes). Our own program with an
-/// empty VIP map passes everything.
-fn attach_pass_program(peer: &Endpoint) -> Ebpf {
-    peer.ns().run(|| {
-        let mut ebpf = EbpfLoader::new().load(OBJECT).expect("load object");
-        let p: &mut Xdp = ebpf.program_mut("vip_xdp").unwrap().try_into().unwrap();
-        p.load().unwrap();
-        p.attach_to_if_index(peer.ifindex(), XdpMode::Driver)
-            .expect("native XDP on the peer veth");
-        ebpf
-    })
 }
 
 /// Sends an ARP request for the VIP and returns the replies seen within `wait`.
@@ -100,7 +84,11 @@ fn scenario(mode: &str) {
     vip_lab::require_root!();
     let pair = Pair::new().expect("veth pair");
     let (node, client) = (pair.a(), pair.b());
-    let _peer_prog = (mode == "native").then(|| attach_pass_program(client));
+    // Native XDP_TX on a veth needs a program on the peer (platform notes).
+    let _peer_prog = (mode == "native").then(|| {
+        attach_pass_program(client.ns(), client.ifindex(), OBJECT)
+            .expect("native XDP on the peer veth")
+    });
     let pins = PinDirGuard::new(&format!("noel-{mode}"));
     let args: Vec<String> = [
         "run",

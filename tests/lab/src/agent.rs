@@ -41,6 +41,40 @@ pub enum Error {
     ExitTimeout { name: String, timeout: Duration },
     #[error("signal to agent {name}: {source}")]
     Signal { name: String, source: nix::Error },
+    #[error("the XDP_PASS program on ifindex {ifindex} in {ns}: {detail}")]
+    PassProgram {
+        ns: String,
+        ifindex: u32,
+        detail: String,
+    },
+}
+
+/// Load `object` (the agent's XDP object) and attach its `vip_xdp` program in
+/// native mode to `ifindex` in `ns`. Its VIP map is empty, so it passes
+/// everything: a veth whose peer sends with native `XDP_TX` needs a program
+/// of its own, or those frames are lost (platform notes). Detached on drop.
+pub fn attach_pass_program(ns: &NetNs, ifindex: u32, object: &[u8]) -> Result<aya::Ebpf, Error> {
+    let failed = |detail: String| Error::PassProgram {
+        ns: ns.name().to_owned(),
+        ifindex,
+        detail,
+    };
+    ns.try_run(|| -> Result<aya::Ebpf, String> {
+        let mut ebpf = aya::EbpfLoader::new()
+            .load(object)
+            .map_err(|e| format!("loading the object: {e}"))?;
+        let p: &mut aya::programs::Xdp = ebpf
+            .program_mut("vip_xdp")
+            .ok_or("no program vip_xdp in the object")?
+            .try_into()
+            .map_err(|e| format!("vip_xdp: {e}"))?;
+        p.load().map_err(|e| format!("loading vip_xdp: {e}"))?;
+        p.attach_to_if_index(ifindex, aya::programs::XdpMode::Driver)
+            .map_err(|e| format!("attaching in native mode: {e}"))?;
+        Ok(ebpf)
+    })
+    .map_err(|e| failed(e.to_string()))?
+    .map_err(failed)
 }
 
 /// The `vip-agent` binary: `$VIP_AGENT_BIN`, else next to the running test

@@ -102,17 +102,7 @@ pub(super) fn attach_pass_programs(lan: &Lan) -> anyhow::Result<Vec<aya::Ebpf>> 
     for i in 0..lan.len() {
         let (ns, port) = lan.node_port(i);
         let ifindex = lan.member(i).port_ifindex();
-        let ebpf = ns
-            .try_run(|| -> anyhow::Result<aya::Ebpf> {
-                let mut ebpf = aya::EbpfLoader::new().load(&bytes)?;
-                let p: &mut aya::programs::Xdp = ebpf
-                    .program_mut("vip_xdp")
-                    .ok_or_else(|| anyhow!("no program vip_xdp in the object"))?
-                    .try_into()?;
-                p.load()?;
-                p.attach_to_if_index(ifindex, aya::programs::XdpMode::Driver)?;
-                Ok(ebpf)
-            })?
+        let ebpf = crate::agent::attach_pass_program(ns, ifindex, &bytes)
             .with_context(|| format!("attaching the XDP_PASS program to port {port}"))?;
         out.push(ebpf);
     }
