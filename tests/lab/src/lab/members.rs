@@ -1,6 +1,7 @@
 //! The members of the lab (an agent or keepalived per node): their command
 //! lines, starting, stopping, signalling, and their logs.
 
+use std::path::Path;
 use std::sync::PoisonError;
 use std::time::Duration;
 
@@ -76,31 +77,36 @@ impl Lab {
     }
 
     pub(super) fn spawn_member(&mut self, i: usize) -> anyhow::Result<()> {
-        let member = match &self.cfg.implementation {
+        match &self.cfg.implementation {
             Implementation::Agent { .. } => {
                 let bin = self
                     .agent_bin
                     .clone()
                     .ok_or_else(|| anyhow!("no agent binary"))?;
-                let args = self.agent_args(i);
-                Member::Agent(Agent::spawn(
+                self.spawn_agent(i, &bin)
+            }
+            Implementation::Keepalived { advert } => {
+                let member = Member::Keepalived(Keepalived::spawn(
                     &self.nodes[i].name,
                     self.lan.node(i).ns(),
-                    &bin,
-                    &args,
-                )?)
+                    LAN_IFNAME,
+                    self.vip4,
+                    100,
+                    *advert,
+                    &self.workdir.0,
+                )?);
+                *self.slot(i) = member;
+                self.nodes[i].log_seen = 0;
+                Ok(())
             }
-            Implementation::Keepalived { advert } => Member::Keepalived(Keepalived::spawn(
-                &self.nodes[i].name,
-                self.lan.node(i).ns(),
-                LAN_IFNAME,
-                self.vip4,
-                100,
-                *advert,
-                &self.workdir.0,
-            )?),
-        };
-        *self.slot(i) = member;
+        }
+    }
+
+    /// Spawn node `i`'s agent from `bin` with the lab's arguments.
+    pub(super) fn spawn_agent(&mut self, i: usize, bin: &Path) -> anyhow::Result<()> {
+        let args = self.agent_args(i);
+        let agent = Agent::spawn(&self.nodes[i].name, self.lan.node(i).ns(), bin, &args)?;
+        *self.slot(i) = Member::Agent(agent);
         self.nodes[i].log_seen = 0;
         Ok(())
     }

@@ -16,7 +16,6 @@ use anyhow::{Context as _, anyhow, bail};
 
 use super::record::{self, RunRecord};
 use super::{LEASE_NAME, LEASE_NS, Lab, Member, Timeline, client_events};
-use crate::agent::Agent;
 use crate::topology::LAN_IFNAME;
 use vip_lease_server::EventType;
 
@@ -361,10 +360,7 @@ impl Lab {
                 .clone()
                 .ok_or_else(|| anyhow!("no agent binary"))?,
         };
-        let args = self.agent_args(i);
-        let agent = Agent::spawn(&self.nodes[i].name, self.lan.node(i).ns(), &bin, &args)?;
-        *self.slot(i) = Member::Agent(agent);
-        self.nodes[i].log_seen = 0;
+        self.spawn_agent(i, &bin)?;
         tl.push(format!(
             "{}: started ({})",
             self.nodes[i].name,
