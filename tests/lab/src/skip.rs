@@ -65,12 +65,11 @@ pub fn skip_with(test: &str, missing: &Missing, no_skip: bool, log: Option<PathB
     }
     let line = format!("{SKIP_PREFIX}{test}: {}", missing.reason);
     let _ = std::io::stderr().write_all(format!("{line}\n").as_bytes());
-    if let Some(log) = log {
-        if let Err(e) = append(&log, &line) {
-            let _ = std::io::stderr().write_all(
-                format!("vip-lab: cannot append to {}: {e}\n", log.display()).as_bytes(),
-            );
-        }
+    if let Some(log) = log
+        && let Err(e) = append(&log, &line)
+    {
+        let _ = std::io::stderr()
+            .write_all(format!("vip-lab: cannot append to {}: {e}\n", log.display()).as_bytes());
     }
     Skipped { line }
 }
