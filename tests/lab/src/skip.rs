@@ -14,12 +14,12 @@
 //! #[test]
 //! fn needs_namespaces() {
 //!     vip_lab::require_root!();
-//!     vip_lab::require_tool!("/usr/sbin/bpftool", package = "bpftool");
+//!     vip_lab::require_tool!("bpftool", package = "bpftool");
 //!     // ...
 //! }
 //! ```
 
-use std::io::Write as _;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Env: when `1`, a missing prerequisite panics instead of skipping.
@@ -52,11 +52,18 @@ pub fn skip(test: &str, missing: &Missing) -> Skipped {
         missing,
         no_skip(),
         std::env::var_os(SKIP_LOG_ENV).map(PathBuf::from),
+        &mut std::io::stderr(),
     )
 }
 
-/// [`skip`] with the environment passed in (tests of this module).
-pub fn skip_with(test: &str, missing: &Missing, no_skip: bool, log: Option<PathBuf>) -> Skipped {
+/// [`skip`] with the environment and fd 2 passed in (tests of this module).
+pub fn skip_with(
+    test: &str,
+    missing: &Missing,
+    no_skip: bool,
+    log: Option<PathBuf>,
+    stderr: &mut dyn Write,
+) -> Skipped {
     if no_skip {
         panic!(
             "{test}: {} ({NO_SKIP_ENV}=1, so nothing may be skipped); fix: {}",
@@ -64,11 +71,11 @@ pub fn skip_with(test: &str, missing: &Missing, no_skip: bool, log: Option<PathB
         );
     }
     let line = format!("{SKIP_PREFIX}{test}: {}", missing.reason);
-    let _ = std::io::stderr().write_all(format!("{line}\n").as_bytes());
+    let _ = stderr.write_all(format!("{line}\n").as_bytes());
     if let Some(log) = log
         && let Err(e) = append(&log, &line)
     {
-        let _ = std::io::stderr()
+        let _ = stderr
             .write_all(format!("vip-lab: cannot append to {}: {e}\n", log.display()).as_bytes());
     }
     Skipped { line }
@@ -109,12 +116,23 @@ pub fn ensure_root() -> Result<(), Missing> {
     missing_root().map_or(Ok(()), Err)
 }
 
-/// A tool at `path` (from the Debian package `package`), or why not.
-pub fn missing_tool(path: &str, package: &str) -> Option<Missing> {
-    (!Path::new(path).is_file()).then(|| Missing {
-        reason: format!("{path} missing (Debian package {package})"),
+/// The tool `tool` (a path, or a name looked up in `PATH` and the sbin
+/// directories) from the Debian package `package`, or why not.
+pub fn missing_tool(tool: &str, package: &str) -> Option<Missing> {
+    (!tool_exists(tool)).then(|| Missing {
+        reason: format!("{tool} missing (Debian package {package})"),
         fix: format!("run `cargo xtask setup` (or apt-get install {package})"),
     })
+}
+
+fn tool_exists(tool: &str) -> bool {
+    if tool.contains('/') {
+        return Path::new(tool).is_file();
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
+        .any(|dir| dir.join(tool).is_file())
 }
 
 /// Ok when root; otherwise records the skip.
@@ -122,9 +140,9 @@ pub fn root() -> Result<(), Skipped> {
     missing_root().map_or(Ok(()), |m| Err(skip(&test_name(), &m)))
 }
 
-/// Ok when `path` exists; otherwise records the skip.
-pub fn tool(path: &str, package: &str) -> Result<(), Skipped> {
-    missing_tool(path, package).map_or(Ok(()), |m| Err(skip(&test_name(), &m)))
+/// Ok when `tool` exists ([`missing_tool`]); otherwise records the skip.
+pub fn tool(tool: &str, package: &str) -> Result<(), Skipped> {
+    missing_tool(tool, package).map_or(Ok(()), |m| Err(skip(&test_name(), &m)))
 }
 
 /// The agent binary ([`crate::agent::agent_bin`]); otherwise records the skip.
@@ -174,15 +192,15 @@ macro_rules! require_lab {
     };
 }
 
-/// Returns from the calling test unless the tool at `$path` is there:
-/// `require_tool!("/usr/sbin/bpftool", package = "bpftool")`.
+/// Returns from the calling test unless the tool is there (a path or a
+/// name): `require_tool!("bpftool", package = "bpftool")`.
 #[macro_export]
 macro_rules! require_tool {
-    ($path:expr, package = $package:expr) => {
-        $crate::require_tool!($path, package = $package, ())
+    ($tool:expr, package = $package:expr) => {
+        $crate::require_tool!($tool, package = $package, ())
     };
-    ($path:expr, package = $package:expr, $ret:expr) => {
-        if $crate::skip::tool($path, $package).is_err() {
+    ($tool:expr, package = $package:expr, $ret:expr) => {
+        if $crate::skip::tool($tool, $package).is_err() {
             return $ret;
         }
     };
@@ -199,6 +217,8 @@ mod tests {
     #[test]
     fn a_present_tool_is_not_missing() {
         assert_eq!(missing_tool("/proc/self/exe", "none"), None);
+        assert_eq!(missing_tool("sh", "dash"), None);
+        assert!(missing_tool("vip-lab-fake-tool", "vip-lab-fake").is_some());
     }
 
     #[test]
@@ -206,10 +226,12 @@ mod tests {
         let log =
             std::env::temp_dir().join(format!("vip-lab-skip-test-{}.log", std::process::id()));
         let _ = std::fs::remove_file(&log);
-        let s1 = skip_with("t1", &fake_tool(), false, Some(log.clone()));
-        let s2 = skip_with("t2", &fake_tool(), false, Some(log.clone()));
+        let mut stderr = Vec::new();
+        let s1 = skip_with("t1", &fake_tool(), false, Some(log.clone()), &mut stderr);
+        let s2 = skip_with("t2", &fake_tool(), false, Some(log.clone()), &mut stderr);
         let text = std::fs::read_to_string(&log).expect("skip log");
         let _ = std::fs::remove_file(&log);
+        assert_eq!(String::from_utf8(stderr).expect("utf-8"), text);
         assert_eq!(
             s1.line,
             "vip-lab: SKIPPED t1: /nonexistent/vip-lab-fake-tool missing (Debian package vip-lab-fake)"
@@ -220,7 +242,7 @@ mod tests {
     #[test]
     #[should_panic(expected = "run `cargo xtask setup` (or apt-get install vip-lab-fake)")]
     fn no_skip_panics_with_the_fix() {
-        let _ = skip_with("t", &fake_tool(), true, None);
+        let _ = skip_with("t", &fake_tool(), true, None, &mut Vec::new());
     }
 
     #[test]
