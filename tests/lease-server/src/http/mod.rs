@@ -4,6 +4,7 @@
 
 mod decode;
 mod read;
+mod request;
 mod route;
 mod write;
 

@@ -14,7 +14,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
 
-use super::route::{Reply, ReqCtx, partition_gate};
+use super::request::{Reply, ReqCtx, partition_gate};
 use super::{Body, ConnCtx, DEFAULT_WATCH_TIMEOUT};
 use crate::status::ApiError;
 use crate::store::{StoreEvent, watch_line, with_type_meta};

@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -15,9 +14,10 @@ use serde_json::{Value, json};
 
 use super::decode::{check_accept, field_validation, read_json, read_optional_json};
 use super::read::{list, watch};
+use super::request::{Reply, ReqCtx, is_client_fault, partition_gate, strip_marker};
 use super::write::{create, delete, get, patch, update};
 use super::{Body, ConnCtx};
-use crate::faults::{PartitionMode, identity_from_user_agent};
+use crate::faults::identity_from_user_agent;
 use crate::status::ApiError;
 use crate::tls::ADMIN_USER;
 use crate::validate::{parse_bool, parse_query};
@@ -77,13 +77,6 @@ pub(super) fn verb_of(route: &Route, method: &Method, query: &BTreeMap<String, S
         (Route::Lease(..), "DELETE") => Verb::Delete,
         _ => Verb::Other,
     }
-}
-
-pub(super) enum Reply {
-    Json(u16, Value, Vec<String>),
-    Raw(Response<Body>),
-    /// Close the connection without answering.
-    Drop,
 }
 
 pub(super) fn json_response(code: u16, v: &Value, warnings: &[String]) -> Response<Body> {
@@ -193,56 +186,6 @@ pub(super) async fn handle(
     record.status = response.status().as_u16();
     shared.record(record);
     Ok(response)
-}
-
-/// Client-fault errors carry a private marker until they are answered.
-pub(super) const CLIENT_FAULT_MARKER: &str = "x-vip-lab-client-fault";
-
-pub(super) fn is_client_fault(v: &Value) -> bool {
-    v.get(CLIENT_FAULT_MARKER).is_some()
-}
-
-pub(super) fn strip_marker(mut v: Value) -> Value {
-    if let Some(o) = v.as_object_mut() {
-        o.remove(CLIENT_FAULT_MARKER);
-    }
-    v
-}
-
-impl From<ApiError> for Reply {
-    fn from(e: ApiError) -> Self {
-        let mut v = e.to_json();
-        if e.client_fault {
-            v[CLIENT_FAULT_MARKER] = json!(true);
-        }
-        Reply::Json(e.code, v, Vec::new())
-    }
-}
-
-/// Waits out a partition of this client. Returns whether the request may proceed.
-pub(super) async fn partition_gate(shared: &Shared, identity: Option<&str>, ip: IpAddr) -> bool {
-    let mut rx = shared.faults.subscribe();
-    let mode = rx.borrow_and_update().partition_for(identity, ip);
-    match mode {
-        None => true,
-        Some(PartitionMode::Refuse) => false,
-        Some(mode) => {
-            tracing::debug!(?identity, %ip, ?mode, "request held by a partition");
-            let healed = rx
-                .wait_for(|f| f.partition_for(identity, ip).is_none())
-                .await
-                .is_ok();
-            healed && mode == PartitionMode::Hang
-        }
-    }
-}
-
-pub(super) struct ReqCtx<'a> {
-    pub(super) shared: &'a Arc<Shared>,
-    pub(super) ctx: &'a Arc<ConnCtx>,
-    pub(super) identity: Option<&'a str>,
-    pub(super) ip: IpAddr,
-    pub(super) verb: Verb,
 }
 
 pub(super) async fn process(

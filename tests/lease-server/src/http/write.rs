@@ -8,7 +8,7 @@ use k8s_openapi::jiff;
 use serde_json::{Value, json};
 
 use super::decode::{FieldValidation, decode_lease};
-use super::route::Reply;
+use super::request::Reply;
 use crate::status::{ApiError, OPTIMISTIC_LOCK, QUALIFIED, delete_success};
 use crate::store::{EventType, with_type_meta};
 use crate::validate::{dns1123_subdomain, lease_spec_errors, merge_patch, parse_rv};
