@@ -11,8 +11,8 @@ use tracing::{info, warn};
 
 use crate::addr::Addresses;
 use crate::announce::{AnnounceConfig, Announcer};
+use crate::cli::RunArgs;
 use crate::clock::MonoTime;
-use crate::config::RunArgs;
 use crate::dataplane::{self, Counters, Dataplane, DataplaneConfig, Repair};
 use crate::election::health::{KubeProbe, run_checker};
 use crate::election::kube_store::KubeLeaseStore;

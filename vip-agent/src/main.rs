@@ -2,14 +2,14 @@
 
 use std::process::ExitCode;
 
-use vip_agent::{agent, config};
+use vip_agent::{agent, cli, config};
 
 use clap::Parser;
 
 fn main() -> ExitCode {
     config::import_kube_vip_env();
-    let cli = config::Cli::parse();
-    if let config::Command::Manifest { kind } = &cli.command {
+    let cli = cli::Cli::parse();
+    if let cli::Command::Manifest { kind } = &cli.command {
         // Printed as is (it ends in a newline): byte-identical to deploy/.
         return match vip_agent::manifest::render(kind) {
             Ok(yaml) => {
@@ -41,8 +41,8 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        config::Command::Run(args) => runtime.block_on(agent::run(*args)),
-        config::Command::Manifest { .. } => unreachable!("printed above"),
+        cli::Command::Run(args) => runtime.block_on(agent::run(*args)),
+        cli::Command::Manifest { .. } => unreachable!("printed above"),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use clap::{Args, CommandFactory, Subcommand};
+use clap::CommandFactory;
 use k8s_openapi::api::core::v1::{
     Container, EnvVar, HTTPGetAction, HostPathVolumeSource, Pod, PodSpec, Probe,
     ResourceRequirements, SecurityContext, Volume, VolumeMount,
@@ -22,12 +22,13 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use crate::config::{ConfigError, RunArgs};
+use crate::cli::{Cli, RunArgs};
+pub use crate::cli::{
+    DEFAULT_IMAGE, DEFAULT_RBAC_USER, ManifestKind, ManifestPodArgs, ManifestRbacArgs,
+};
+use crate::config::ConfigError;
 use crate::dataplane::BPFFS;
 
-/// Default image: what `cargo xtask image` builds. Nodes must have it already
-/// (imported or baked into the node image); pass `--image` for a registry.
-pub const DEFAULT_IMAGE: &str = concat!("localhost/vip-agent:", env!("CARGO_PKG_VERSION"));
 /// Where the host's kubeconfig is mounted in the container, whatever its host
 /// path: switching admin.conf <-> super-admin.conf only changes the hostPath.
 pub const CONTAINER_KUBECONFIG: &str = "/etc/vip-agent/kubeconfig";
@@ -35,57 +36,11 @@ pub const CONTAINER_KUBECONFIG: &str = "/etc/vip-agent/kubeconfig";
 pub const POD_NAME: &str = "vip-agent";
 /// Namespace of the mirror pod (the Lease namespace is `--lease-namespace`).
 pub const POD_NAMESPACE: &str = "kube-system";
-/// User the RBAC binds by default (`kubeadm kubeconfig user --client-name vip-agent`).
-pub const DEFAULT_RBAC_USER: &str = "vip-agent";
 /// Role and RoleBinding name.
 pub const RBAC_NAME: &str = "vip-agent-leases";
 /// Lower bound of the pod's grace period: the graceful stop (fence off,
 /// address removed, Lease released) takes well under a second normally.
 pub const MIN_GRACE_PERIOD: Duration = Duration::from_secs(10);
-
-/// Which manifest to print.
-#[derive(Debug, Subcommand)]
-pub enum ManifestKind {
-    /// The static pod for one control-plane node, for /etc/kubernetes/manifests/
-    /// (takes the flags of `run`; --kubeconfig is the path ON THE HOST).
-    Pod(Box<ManifestPodArgs>),
-    /// Role + RoleBinding for the Lease, for agents with their own credentials.
-    Rbac(ManifestRbacArgs),
-}
-
-/// `vip-agent manifest pod`: every `run` flag plus the pod's own.
-///
-/// `--kubeconfig` names the file on the host; it is mounted read-only at
-/// [`CONTAINER_KUBECONFIG`]. kubeadm >= 1.29: on the FIRST control-plane node
-/// during `kubeadm init`, admin.conf has no rights until kubeadm creates the
-/// `kubeadm:cluster-admins` binding (which needs the API server, which needs
-/// the VIP...), so pass `--kubeconfig /etc/kubernetes/super-admin.conf` there
-/// and switch back to admin.conf after init (deploy/README.md).
-#[derive(Debug, Clone, Args)]
-pub struct ManifestPodArgs {
-    #[command(flatten)]
-    pub run: RunArgs,
-
-    /// Container image [default: what `cargo xtask image` builds; pass your registry's].
-    #[arg(long, env = "VIP_IMAGE", default_value = DEFAULT_IMAGE)]
-    pub image: String,
-
-    /// RUST_LOG of the agent in the pod.
-    #[arg(long, env = "VIP_LOG", default_value = "info")]
-    pub log: String,
-}
-
-/// `vip-agent manifest rbac`.
-#[derive(Debug, Clone, Args)]
-pub struct ManifestRbacArgs {
-    /// Namespace of the Lease (the agent's --lease-namespace).
-    #[arg(long, default_value = crate::election::DEFAULT_NAMESPACE)]
-    pub lease_namespace: String,
-
-    /// User name the agent's client certificate carries (its CN).
-    #[arg(long, default_value = DEFAULT_RBAC_USER)]
-    pub user: String,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
@@ -324,7 +279,7 @@ pub fn run_command_line(run: &RunArgs) -> Vec<String> {
 
 /// `run`'s declared default for `--flag` (from clap, not the environment).
 fn run_default(flag: &str) -> Option<String> {
-    let cmd = crate::config::Cli::command();
+    let cmd = Cli::command();
     let run = cmd.find_subcommand("run")?;
     let arg = run.get_arguments().find(|a| a.get_long() == Some(flag))?;
     arg.get_default_values()
@@ -437,7 +392,7 @@ mod tests {
         assert_eq!(duration(Duration::from_millis(1500)), "1s500ms");
         assert_eq!(duration(Duration::ZERO), "0s");
         for d in [Duration::from_millis(1500), Duration::from_secs(90)] {
-            assert_eq!(crate::config::parse_duration(&duration(d)).unwrap(), d);
+            assert_eq!(crate::cli::parse_duration(&duration(d)).unwrap(), d);
         }
     }
 

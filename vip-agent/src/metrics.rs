@@ -14,8 +14,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
-use vip_common::{PassReason, RefuseReason};
 use vip_common::maps::Counter;
+use vip_common::{PassReason, RefuseReason};
 
 use crate::clock::MonoTime;
 use crate::dataplane::{Counters, RepairKind};

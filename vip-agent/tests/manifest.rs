@@ -16,7 +16,7 @@ use clap::Parser;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use vip_agent::config;
+use vip_agent::cli;
 use vip_agent::manifest::{self, CONTAINER_KUBECONFIG, ManifestKind};
 
 #[derive(Parser)]
@@ -60,11 +60,11 @@ fn container_args(pod: &Pod) -> Vec<String> {
 
 /// `run` as the container will start it (the same flattened `RunArgs` the
 /// `run` subcommand parses).
-fn run_args_of(pod: &Pod) -> config::RunArgs {
+fn run_args_of(pod: &Pod) -> cli::RunArgs {
     #[derive(Parser)]
     struct Run {
         #[command(flatten)]
-        run: config::RunArgs,
+        run: cli::RunArgs,
     }
     let args = container_args(pod);
     assert_eq!(args.first().map(String::as_str), Some("run"), "{args:?}");

@@ -36,7 +36,8 @@ pub fn vip_xdp(ctx: XdpContext) -> u32 {
 }
 
 /// Never returns XDP_ABORTED. A request for a VIP is answered (XDP_TX) or
-/// dropped, never passed: the kernel must not answer it (docs/design.md).
+/// dropped, never passed: the kernel must not answer it
+/// (docs/design.md#1-the-program-answers-or-drops-every-request-for-a-vip).
 #[inline(always)]
 fn try_vip_xdp(ctx: XdpContext) -> u32 {
     let mut pkt = Xdp { ctx };

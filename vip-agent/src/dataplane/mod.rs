@@ -4,7 +4,8 @@
 //! Pinning: the program's maps and its XDP link are pinned under `pin_dir`, so
 //! an agent that dies leaves the fence in place (entries stop answering at
 //! their deadline, requests for the VIP keep being dropped) instead of
-//! detaching, which would hand the address back to the kernel's ARP/ND.
+//! detaching, which would hand the address back to the kernel's ARP/ND
+//! (docs/design.md#3-pins-outlive-the-agent).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -16,10 +17,12 @@ use aya::programs::{Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
 use tracing::{info, warn};
 use vip_common::maps::{
-    CLAIMS_MAP, COUNTERS_LEN, COUNTERS_MAP, Counter, PROGRAM_NAME, STATE_ACTIVE, STATE_INACTIVE, VIPS_MAP,
+    CLAIMS_MAP, COUNTERS_LEN, COUNTERS_MAP, Counter, PROGRAM_NAME, STATE_ACTIVE, STATE_INACTIVE,
+    VIPS_MAP,
 };
 use vip_common::{ClaimRecord, PassReason, RefuseReason, VipEntry, VipKey};
 
+use crate::cli::XdpModeArg;
 use crate::clock::MonoTime;
 
 mod bpffs;
@@ -73,15 +76,6 @@ pub enum DataplaneError {
     Pin(String),
     #[error("map {0} missing from the object")]
     MissingMap(&'static str),
-}
-
-/// `--xdp-mode`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum XdpModeArg {
-    /// Native (driver) mode, falling back to generic (skb) mode.
-    Auto,
-    Native,
-    Skb,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,6 +1,6 @@
 //! Kubernetes Lease leader election, fenced by a CLOCK_MONOTONIC deadline.
 //!
-//! Safety (see docs/design.md): a leader whose acquire/renew request `k` was SENT at
+//! Safety (docs/design.md#the-fence-timeline-invariant-1): a leader whose acquire/renew request `k` was SENT at
 //! `S_k` tells the data plane to answer until `S_k + renew_deadline`, never
 //! longer. A follower records `observed` = the local monotonic time at which it
 //! first saw the current record (which is after that record was committed, so
