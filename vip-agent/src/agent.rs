@@ -175,14 +175,7 @@ async fn run_election(
         tokio::spawn(
             async move { run_checker(&probe, &health_cfg, health_tx, health_shutdown).await },
         );
-    info!(
-        identity = %cfg.identity,
-        lease = %format!("{}/{}", cfg.namespace, cfg.lease_name),
-        lease_duration = ?cfg.lease_duration,
-        renew_deadline = ?cfg.renew_deadline,
-        retry_period = ?cfg.retry_period,
-        "leader election starting"
-    );
+    // election::run logs "leader election starting" once the settings are checked.
     let r = election::run(&store, &cfg, node.as_ref(), health_rx, shutdown, status).await;
     health_task.abort();
     Ok(r?)
@@ -264,16 +257,6 @@ async fn announce_loop(
                 warn!(error = %e, "re-creating the announcer failed; retrying at the next repair")
             }
         }
-    }
-}
-
-impl election::Fence for Node {
-    async fn lead(&self, deadline: MonoTime) -> anyhow::Result<()> {
-        Node::lead(self, deadline).await
-    }
-
-    async fn follow(&self) -> anyhow::Result<()> {
-        Node::follow(self).await
     }
 }
 

@@ -211,3 +211,15 @@ impl Node {
         Ok(())
     }
 }
+
+/// The election drives the node through this: [`Node::lead`] and
+/// [`Node::follow`] keep the safety order above.
+impl crate::election::Fence for Node {
+    async fn lead(&self, deadline: MonoTime) -> anyhow::Result<()> {
+        Node::lead(self, deadline).await
+    }
+
+    async fn follow(&self) -> anyhow::Result<()> {
+        Node::follow(self).await
+    }
+}
