@@ -10,6 +10,7 @@
 extern crate std;
 
 pub mod checksum;
+pub mod counters;
 pub mod headers;
 pub mod maps;
 pub mod process;
@@ -17,5 +18,6 @@ pub mod process;
 #[cfg(any(test, feature = "host"))]
 pub mod frame;
 
+pub use counters::ProtoCounter;
 pub use maps::{ClaimRecord, Counter, PassReason, RefuseReason, VipEntry, VipKey};
 pub use process::{Clock, Outcome, Packet, Proto, VipTable, process};

@@ -38,7 +38,8 @@ pub use repair::{Repair, RepairKind};
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("VIP_EBPF_OBJECT"));
 
 pub const BPFFS: &str = "/sys/fs/bpf";
-const LINK_PIN: &str = "link";
+/// Name of the XDP link's pin in the pin directory.
+pub const LINK_PIN: &str = "link";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {
@@ -76,6 +77,8 @@ pub enum DataplaneError {
     Pin(String),
     #[error("map {0} missing from the object")]
     MissingMap(&'static str),
+    #[error("program {0} missing from the object")]
+    MissingProgram(&'static str),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -269,15 +272,15 @@ impl Dataplane {
         let mut ebpf = loader.load(OBJECT)?;
         let mut vips_map: BpfHashMap<MapData, VipKey, VipEntry> = BpfHashMap::try_from(
             ebpf.take_map(VIPS_MAP)
-                .ok_or(DataplaneError::MissingMap("VIPS"))?,
+                .ok_or(DataplaneError::MissingMap(VIPS_MAP))?,
         )?;
         let counters: PerCpuArray<MapData, u64> = PerCpuArray::try_from(
             ebpf.take_map(COUNTERS_MAP)
-                .ok_or(DataplaneError::MissingMap("COUNTERS"))?,
+                .ok_or(DataplaneError::MissingMap(COUNTERS_MAP))?,
         )?;
         let claims: BpfHashMap<MapData, VipKey, ClaimRecord> = BpfHashMap::try_from(
             ebpf.take_map(CLAIMS_MAP)
-                .ok_or(DataplaneError::MissingMap("CLAIMS"))?,
+                .ok_or(DataplaneError::MissingMap(CLAIMS_MAP))?,
         )?;
 
         // Fence everything an earlier agent left behind, before anything else.
@@ -296,7 +299,7 @@ impl Dataplane {
 
         let program: &mut Xdp = ebpf
             .program_mut(PROGRAM_NAME)
-            .ok_or(DataplaneError::MissingMap("vip_xdp program"))?
+            .ok_or(DataplaneError::MissingProgram(PROGRAM_NAME))?
             .try_into()?;
         program.load()?;
 

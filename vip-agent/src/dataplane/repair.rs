@@ -158,7 +158,7 @@ impl Dataplane {
         let program: &mut Xdp = self
             .ebpf
             .program_mut(PROGRAM_NAME)
-            .ok_or(DataplaneError::MissingMap("vip_xdp program"))?
+            .ok_or(DataplaneError::MissingProgram(PROGRAM_NAME))?
             .try_into()?;
         let (link_id, mode) = attach(program, &self.ifname, ifindex, mode)?;
         self.mode = mode;
