@@ -141,6 +141,21 @@ pub struct RunArgs {
     /// Slow refresh of the announcement while leading (0s: off).
     #[arg(long, env = "VIP_ANNOUNCE_REFRESH", default_value = "10s", value_parser = parse_duration)]
     pub announce_refresh: Duration,
+
+    /// Log lines on stderr: text for people, json for machines (one object per
+    /// line; lifecycle lines carry an `event` field, see vip_common::events).
+    #[arg(long, env = "VIP_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// `--log-format`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// tracing's human-readable lines.
+    #[default]
+    Text,
+    /// tracing-subscriber's JSON formatter, fields flattened into each object.
+    Json,
 }
 
 /// `--xdp-mode`.

@@ -258,9 +258,7 @@ pub fn run_command_line(run: &RunArgs) -> Vec<String> {
     if let Some(dir) = &run.pin_dir {
         out.push(format!("--pin-dir={}", dir.display()));
     }
-    let xdp_mode = clap::ValueEnum::to_possible_value(&run.xdp_mode)
-        .map(|v| v.get_name().to_owned())
-        .unwrap_or_default();
+    let xdp_mode = value_name(&run.xdp_mode);
     let optional = [
         ("api-server-tls-name", run.api_server_tls_name.clone()),
         ("xdp-mode", xdp_mode),
@@ -268,6 +266,7 @@ pub fn run_command_line(run: &RunArgs) -> Vec<String> {
         ("announce-repeats", run.announce_repeats.to_string()),
         ("announce-interval", duration(run.announce_interval)),
         ("announce-refresh", duration(run.announce_refresh)),
+        ("log-format", value_name(&run.log_format)),
     ];
     for (flag, value) in optional {
         if run_default(flag).as_deref() != Some(value.as_str()) {
@@ -275,6 +274,13 @@ pub fn run_command_line(run: &RunArgs) -> Vec<String> {
         }
     }
     out
+}
+
+/// How clap spells a value of a `value_enum` flag.
+fn value_name(v: &impl clap::ValueEnum) -> String {
+    v.to_possible_value()
+        .map(|v| v.get_name().to_owned())
+        .unwrap_or_default()
 }
 
 /// `run`'s declared default for `--flag` (from clap, not the environment).

@@ -11,6 +11,7 @@ extern crate std;
 
 pub mod checksum;
 pub mod counters;
+pub mod events;
 pub mod headers;
 pub mod maps;
 pub mod process;

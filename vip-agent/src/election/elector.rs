@@ -10,6 +10,7 @@ use kube::core::WatchEvent;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
+use vip_common::events;
 
 use super::lease::{self, Observation};
 use super::store::{LeaseEvents, LeaseStore, StoreError};
@@ -77,6 +78,7 @@ pub async fn run_with_clock<S: LeaseStore, F: Fence, C: Clock>(
         lease_duration = ?cfg.lease_duration,
         renew_deadline = ?cfg.renew_deadline,
         retry_period = ?cfg.retry_period,
+        event = events::ELECTION_STARTING,
         "leader election starting"
     );
     e.run().await
@@ -480,6 +482,7 @@ impl<S: LeaseStore, F: Fence, C: Clock> Elector<'_, S, F, C> {
                     transitions = lease::transitions(&l),
                     latency = ?self.now().saturating_duration_since(sent),
                     fence_deadline_in = ?deadline.saturating_duration_since(self.now()),
+                    event = events::LEASE_ACQUIRED,
                     "acquired the lease"
                 );
                 Ok(Some(Next::Lead {

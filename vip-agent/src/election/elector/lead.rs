@@ -25,6 +25,7 @@ impl<S: LeaseStore, F: Fence, C: Clock> Elector<'_, S, F, C> {
             reason = why,
             release,
             follow_took = ?self.now().saturating_duration_since(now),
+            event = events::STEPPING_DOWN,
             "stepping down"
         );
         // Whatever we learn below, our own last record starts a fresh
@@ -64,7 +65,7 @@ impl<S: LeaseStore, F: Fence, C: Clock> Elector<'_, S, F, C> {
             let released = lease::release(&lease, self.clock.wall());
             match call(&self.status, self.store.replace(&released), left).await {
                 Ok(l) => {
-                    info!(identity = %self.cfg.identity, "lease released");
+                    info!(identity = %self.cfg.identity, event = events::LEASE_RELEASED, "lease released");
                     self.observe(l);
                     return;
                 }
@@ -139,6 +140,7 @@ impl<S: LeaseStore, F: Fence, C: Clock> Elector<'_, S, F, C> {
                     warn!(
                         identity = %cfg.identity,
                         last_renew_sent_ago = ?self.now().saturating_duration_since(sent),
+                        event = events::RENEW_DEADLINE_MISSED,
                         "could not renew the lease before the fence deadline"
                     );
                     let _ = self.step_down(lease, false, "renew deadline passed").await;
@@ -189,6 +191,7 @@ impl<S: LeaseStore, F: Fence, C: Clock> Elector<'_, S, F, C> {
                                     warn!(
                                         identity = %cfg.identity,
                                         holder = other.as_ref().and_then(lease::holder).unwrap_or(""),
+                                        event = events::LEASE_LOST,
                                         "lost the lease"
                                     );
                                     let _ = self.step_down(lease, false, "lease taken or deleted").await;
@@ -219,6 +222,7 @@ impl<S: LeaseStore, F: Fence, C: Clock> Elector<'_, S, F, C> {
                                 identity = %cfg.identity,
                                 error = %e,
                                 fence_deadline_in = ?deadline.saturating_duration_since(self.now()),
+                                event = events::RENEW_FAILED,
                                 "renew failed"
                             );
                             next_renew = self.now().saturating_add(cfg.retry_period);
