@@ -207,6 +207,8 @@ fn given_flags_reach_the_pod() {
         "0s",
         "--pin-dir",
         "/sys/fs/bpf/vip",
+        "--log-format",
+        "json",
     ])
     .unwrap();
     assert_typed_round_trip::<Pod>(&yaml);
@@ -258,8 +260,10 @@ fn given_flags_reach_the_pod() {
     assert_eq!(run.announce_refresh, Duration::ZERO);
     assert_eq!(run.pin_dir, Some(PathBuf::from("/sys/fs/bpf/vip")));
     assert!(!run.health_check);
+    assert_eq!(run.log_format, cli::LogFormat::Json);
     let args = container_args(&pod);
     assert!(args.contains(&"--xdp-mode=skb".to_owned()), "{args:?}");
+    assert!(args.contains(&"--log-format=json".to_owned()), "{args:?}");
     // Values equal to run's defaults are not repeated.
     assert!(
         !args.iter().any(|a| a.starts_with("--announce-burst")),
