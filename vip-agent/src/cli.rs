@@ -185,7 +185,8 @@ pub enum ManifestKind {
 /// `vip-agent manifest pod`: every `run` flag plus the pod's own.
 ///
 /// `--kubeconfig` names the file on the host; it is mounted read-only at
-/// [`CONTAINER_KUBECONFIG`](crate::manifest::CONTAINER_KUBECONFIG). kubeadm >= 1.29: on the FIRST control-plane node
+/// [`CONTAINER_KUBECONFIG`](crate::manifest::CONTAINER_KUBECONFIG).
+/// kubeadm >= 1.29: on the FIRST control-plane node
 /// during `kubeadm init`, admin.conf has no rights until kubeadm creates the
 /// `kubeadm:cluster-admins` binding (which needs the API server, which needs
 /// the VIP...), so pass `--kubeconfig /etc/kubernetes/super-admin.conf` there
