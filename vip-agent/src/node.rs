@@ -163,10 +163,13 @@ impl Node {
                         interface = %ifname,
                         ifindex = inner.dataplane.ifindex(),
                         leading = inner.leading,
+                        event = events::INTERFACE_UP,
                         "interface came back up: XDP link checked, addresses checked, announcing again"
                     );
                 }
-                Some(false) => warn!(interface = %ifname, "interface is down"),
+                Some(false) => {
+                    warn!(interface = %ifname, event = events::INTERFACE_DOWN, "interface is down")
+                }
                 None => {
                     warn!(interface = %ifname, "interface is gone; waiting for it to come back")
                 }

@@ -17,6 +17,12 @@ pub const NO_ELECTION: &str = "no_election";
 pub const ADOPTED_PINS: &str = "adopted_pins";
 /// A VIP address left on the node was removed before competing.
 pub const STALE_VIP_REMOVED: &str = "stale_vip_removed";
+/// The XDP program is attached to the interface (loaded or adopted).
+pub const XDP_ATTACHED: &str = "xdp_attached";
+/// The interface lost its carrier or was set down.
+pub const INTERFACE_DOWN: &str = "interface_down";
+/// The interface is up again: link and addresses checked, announcing again.
+pub const INTERFACE_UP: &str = "interface_up";
 /// Leader election starts (settings checked).
 pub const ELECTION_STARTING: &str = "election_starting";
 /// This node acquired (or created) the Lease.
@@ -55,6 +61,9 @@ pub const ALL: &[&str] = &[
     NO_ELECTION,
     ADOPTED_PINS,
     STALE_VIP_REMOVED,
+    XDP_ATTACHED,
+    INTERFACE_DOWN,
+    INTERFACE_UP,
     ELECTION_STARTING,
     LEASE_ACQUIRED,
     LEADING,

@@ -16,6 +16,7 @@ use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::{Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
 use tracing::{info, warn};
+use vip_common::events;
 use vip_common::maps::{
     CLAIMS_MAP, COUNTERS_LEN, COUNTERS_MAP, Counter, PROGRAM_NAME, STATE_ACTIVE, STATE_INACTIVE,
     VIPS_MAP,
@@ -352,7 +353,7 @@ impl Dataplane {
                 mode
             }
         };
-        info!(ifname = %cfg.ifname, ifindex, mode = mode.as_str(), pin_dir = %cfg.pin_dir.display(), "XDP responder attached");
+        info!(ifname = %cfg.ifname, ifindex, mode = mode.as_str(), pin_dir = %cfg.pin_dir.display(), event = events::XDP_ATTACHED, "XDP responder attached");
         // After program.load(): the kernel holds its own reference to the log
         // map by now, so the reader may own (and later drop) our fd.
         let logger_task = start_logger(&mut ebpf);
