@@ -23,8 +23,9 @@ use std::time::{Duration, Instant};
 use aya::programs::{Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
 use nix::sys::signal::Signal;
-use vip_agent::dataplane::OBJECT;
+use vip_agent::dataplane::{LINK_PIN, OBJECT};
 use vip_common::frame::variants::{Variant, kernel_accepted};
+use vip_common::maps::PROGRAM_NAME;
 use vip_lab::agent::{Agent, PinDirGuard};
 use vip_lab::netns::require_root;
 use vip_lab::packet_socket::{EtherType, PacketSocket};
@@ -144,7 +145,7 @@ fn wait_silent(sock: &PacketSocket, plain: &[u8], what: &str) -> Duration {
 fn attach_pass_program(peer: &Endpoint) -> Ebpf {
     peer.ns().run(|| {
         let mut ebpf = EbpfLoader::new().load(OBJECT).expect("load object");
-        let p: &mut Xdp = ebpf.program_mut("vip_xdp").unwrap().try_into().unwrap();
+        let p: &mut Xdp = ebpf.program_mut(PROGRAM_NAME).unwrap().try_into().unwrap();
         p.load().unwrap();
         p.attach_to_if_index(peer.ifindex(), XdpMode::Driver)
             .expect("native XDP on the peer veth");
@@ -272,7 +273,7 @@ fn scenario(mode: &str) {
     assert!(has_xdp(node), "the pinned program stays attached");
 
     // 5. Detached by someone else: the pinned link removed.
-    std::fs::remove_file(pins.path().join("link")).expect("remove the link pin");
+    std::fs::remove_file(pins.path().join(LINK_PIN)).expect("remove the link pin");
     let t0 = Instant::now();
     while has_xdp(node) {
         assert!(t0.elapsed() < Duration::from_secs(5), "program detaches");

@@ -14,11 +14,11 @@ use aya::maps::{Map, MapData, PerCpuArray};
 use aya::programs::{Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
 use nix::sys::signal::Signal;
-use vip_agent::dataplane::OBJECT;
+use vip_agent::dataplane::{LINK_PIN, OBJECT};
 use vip_common::checksum::nd_checksum_ok;
 use vip_common::frame::craft::{arp_request, neighbour_solicitation};
 use vip_common::headers::{NdMsg, NdOpt};
-use vip_common::maps::{COUNTERS_LEN, Counter};
+use vip_common::maps::{COUNTERS_LEN, COUNTERS_MAP, Counter, PROGRAM_NAME, VIPS_MAP};
 use vip_lab::agent::{Agent, PinDirGuard};
 use vip_lab::netns::require_root;
 use vip_lab::packet_socket::{EtherType, PacketSocket, parse_arp};
@@ -31,7 +31,7 @@ const VIP6: [u8; 16] = [
 const RENEW_DEADLINE: Duration = Duration::from_millis(1000);
 
 fn counters(pin_dir: &Path) -> [u64; COUNTERS_LEN as usize] {
-    let md = MapData::from_pin(pin_dir.join("COUNTERS")).expect("pinned COUNTERS map");
+    let md = MapData::from_pin(pin_dir.join(COUNTERS_MAP)).expect("pinned COUNTERS map");
     let arr: PerCpuArray<MapData, u64> =
         PerCpuArray::try_from(Map::PerCpuArray(md)).expect("per-cpu array");
     let mut v = [0u64; COUNTERS_LEN as usize];
@@ -47,7 +47,7 @@ fn counters(pin_dir: &Path) -> [u64; COUNTERS_LEN as usize] {
 fn attach_pass_program(peer: &Endpoint) -> Ebpf {
     peer.ns().run(|| {
         let mut ebpf = EbpfLoader::new().load(OBJECT).expect("load object");
-        let p: &mut Xdp = ebpf.program_mut("vip_xdp").unwrap().try_into().unwrap();
+        let p: &mut Xdp = ebpf.program_mut(PROGRAM_NAME).unwrap().try_into().unwrap();
         p.load().unwrap();
         p.attach_to_if_index(peer.ifindex(), XdpMode::Driver)
             .expect("native XDP on the peer veth");
@@ -322,7 +322,7 @@ fn crash_leaves_the_fence_and_a_restart_adopts_it() {
         has_address(node, "192.0.2.100"),
         "a killed agent cannot remove its address"
     );
-    assert!(pins.path().join("link").exists() && pins.path().join("VIPS").exists());
+    assert!(pins.path().join(LINK_PIN).exists() && pins.path().join(VIPS_MAP).exists());
     let mut silent_after = None;
     while killed.elapsed() < Duration::from_secs(3) {
         if ask_arp(&sock, client, Duration::from_millis(50)).is_empty() {
