@@ -4,7 +4,8 @@
 //! then cannot answer ARP (with `arp_ignore` >= 1 on the interface, see
 //! [`crate::kernel_guard`]) or neighbour solicitations (ndisc only answers for
 //! addresses of the receiving device) for it, whatever happens to the XDP
-//! program; the program is the only answerer (docs/design.md). Traffic to
+//! program; the program is the only answerer
+//! (docs/design.md#2-the-vip-lives-on-lo-and-arp_ignore-is-1-on-the-interface). Traffic to
 //! the VIP is still delivered locally (Linux accepts any local address on any
 //! interface).
 //!

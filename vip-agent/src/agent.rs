@@ -8,11 +8,12 @@ use anyhow::Context;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
+use vip_common::events;
 
 use crate::addr::Addresses;
 use crate::announce::{AnnounceConfig, Announcer};
+use crate::cli::RunArgs;
 use crate::clock::MonoTime;
-use crate::config::RunArgs;
 use crate::dataplane::{self, Counters, Dataplane, DataplaneConfig, Repair};
 use crate::election::health::{KubeProbe, run_checker};
 use crate::election::kube_store::KubeLeaseStore;
@@ -21,6 +22,12 @@ use crate::metrics::{self, Metrics};
 use crate::node::Node;
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    info!(
+        version = env!("CARGO_PKG_VERSION"),
+        vips = ?args.addresses,
+        event = events::AGENT_STARTING,
+        "vip-agent starting"
+    );
     args.validate()?;
     let identity = args.identity()?;
     // Everything that can fail on bad input is checked before the system is
@@ -51,10 +58,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let (dataplane, adopted) = Dataplane::open(&dp_cfg)
         .with_context(|| format!("setting up XDP on --interface {}", args.interface))?;
     if adopted.link {
-        info!(stale_vips = ?adopted.vips, "found the pinned fence of an earlier agent; adopted it");
+        info!(stale_vips = ?adopted.vips, event = events::ADOPTED_PINS, "found the pinned fence of an earlier agent; adopted it");
     }
     for r in &adopted.repairs {
-        warn!(kind = r.kind.label(), "repaired: {}", r.detail);
+        warn!(
+            kind = r.kind.label(),
+            event = events::REPAIRED,
+            "repaired: {}",
+            r.detail
+        );
     }
     let ifindex = dataplane.ifindex();
     let mac = dataplane.mac();
@@ -175,14 +187,7 @@ async fn run_election(
         tokio::spawn(
             async move { run_checker(&probe, &health_cfg, health_tx, health_shutdown).await },
         );
-    info!(
-        identity = %cfg.identity,
-        lease = %format!("{}/{}", cfg.namespace, cfg.lease_name),
-        lease_duration = ?cfg.lease_duration,
-        renew_deadline = ?cfg.renew_deadline,
-        retry_period = ?cfg.retry_period,
-        "leader election starting"
-    );
+    // election::run logs "leader election starting" once the settings are checked.
     let r = election::run(&store, &cfg, node.as_ref(), health_rx, shutdown, status).await;
     health_task.abort();
     Ok(r?)
@@ -213,6 +218,7 @@ async fn supervise(
                             %vip,
                             mac = %format_mac(&c.mac),
                             frames = c.count - seen,
+                            event = events::CONFLICTING_CLAIM,
                             "conflicting claim: another host announces the VIP while this node answers \
                              for it (counted in vip_xdp_claims_total); find that host"
                         );
@@ -220,7 +226,7 @@ async fn supervise(
                 }
                 let m = node.maintain().await;
                 for Repair { kind, detail } in &m.repairs {
-                    warn!(kind = kind.label(), "repaired: {detail}");
+                    warn!(kind = kind.label(), event = events::REPAIRED, "repaired: {detail}");
                     metrics.add_repair(*kind);
                 }
                 if m.reannounce {
@@ -267,16 +273,6 @@ async fn announce_loop(
     }
 }
 
-impl election::Fence for Node {
-    async fn lead(&self, deadline: MonoTime) -> anyhow::Result<()> {
-        Node::lead(self, deadline).await
-    }
-
-    async fn follow(&self) -> anyhow::Result<()> {
-        Node::follow(self).await
-    }
-}
-
 /// `--no-election`: lead for ever, pushing the fence deadline forward every
 /// retry period (deadline = now + renew deadline), so a frozen agent still
 /// falls silent by itself.
@@ -286,7 +282,7 @@ async fn run_without_election(
     shutdown: &CancellationToken,
     status: &watch::Sender<Status>,
 ) -> anyhow::Result<()> {
-    info!(vips = ?args.addresses, "no election: this node answers for the VIPs");
+    info!(vips = ?args.addresses, event = events::NO_ELECTION, "no election: this node answers for the VIPs");
     status.send_modify(|s| s.role = Role::Leading);
     let mut tick = tokio::time::interval(args.retry_period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -312,8 +308,8 @@ async fn wait_for_signal(shutdown: CancellationToken) {
         return;
     };
     tokio::select! {
-        _ = term.recv() => info!("SIGTERM: stopping"),
-        _ = int.recv() => info!("SIGINT: stopping"),
+        _ = term.recv() => info!(event = events::SIGTERM_STOPPING, "SIGTERM: stopping"),
+        _ = int.recv() => info!(event = events::SIGINT_STOPPING, "SIGINT: stopping"),
     }
     shutdown.cancel();
     // A second signal while stopping: give up on the graceful path.

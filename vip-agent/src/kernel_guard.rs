@@ -1,7 +1,7 @@
 //! Makes the kernel unable to answer for the VIP on the interface, so that
 //! the XDP program is the only answerer even when it is gone (detached by
-//! someone else, or lost with a private bpffs). See docs/design.md, "The
-//! kernel is never an answerer".
+//! someone else, or lost with a private bpffs). See
+//! docs/design.md#the-kernel-is-never-an-answerer-invariant-2.
 //!
 //! The VIP is configured on `lo` ([`crate::addr`]). Then:
 //! - IPv6: ndisc answers a neighbour solicitation only for an address of the

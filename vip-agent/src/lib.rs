@@ -5,6 +5,7 @@
 pub mod addr;
 pub mod agent;
 pub mod announce;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod dataplane;

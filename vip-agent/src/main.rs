@@ -2,33 +2,32 @@
 
 use std::process::ExitCode;
 
-use vip_agent::{agent, config};
+use vip_agent::cli::LogFormat;
+use vip_agent::{agent, cli, config};
+use vip_common::events;
 
 use clap::Parser;
 
 fn main() -> ExitCode {
     config::import_kube_vip_env();
-    let cli = config::Cli::parse();
-    if let config::Command::Manifest { kind } = &cli.command {
-        // Printed as is (it ends in a newline): byte-identical to deploy/.
-        return match vip_agent::manifest::render(kind) {
-            Ok(yaml) => {
-                print!("{yaml}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
-            }
-        };
-    }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let cli = cli::Cli::parse();
+    let log_format = match &cli.command {
+        cli::Command::Manifest { kind } => {
+            // Printed as is (it ends in a newline): byte-identical to deploy/.
+            return match vip_agent::manifest::render(kind) {
+                Ok(yaml) => {
+                    print!("{yaml}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        cli::Command::Run(args) => args.log_format,
+    };
+    init_logging(log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -41,15 +40,37 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        config::Command::Run(args) => runtime.block_on(agent::run(*args)),
-        config::Command::Manifest { .. } => unreachable!("printed above"),
+        cli::Command::Run(args) => runtime.block_on(agent::run(*args)),
+        cli::Command::Manifest { .. } => unreachable!("printed above"),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("error: {e:#}");
+            tracing::error!(event = events::AGENT_FAILED, "{e:#}");
+            // In JSON every line on stderr is one object: the line above says it.
+            if log_format == LogFormat::Text {
+                eprintln!("error: {e:#}");
+            }
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Logs to stderr, filtered by RUST_LOG (default info), as text or as one
+/// JSON object per line with the event's fields flattened into it.
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init(),
     }
 }

@@ -14,8 +14,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
-use vip_common::{PassReason, RefuseReason};
 use vip_common::maps::Counter;
+use vip_common::{PassReason, Proto, ProtoCounter, RefuseReason};
 
 use crate::clock::MonoTime;
 use crate::dataplane::{Counters, RepairKind};
@@ -196,29 +196,34 @@ impl Metrics {
             &vip_samples,
         );
         if let Some(c) = i.counters.borrow().as_ref() {
-            let proto = |arp: Counter, ns: Counter| {
-                vec![
-                    ("{proto=\"arp\"}".to_string(), c.get(arp).to_string()),
-                    ("{proto=\"ns\"}".to_string(), c.get(ns).to_string()),
-                ]
+            let proto = |k: ProtoCounter| {
+                Proto::ALL
+                    .iter()
+                    .map(|p| {
+                        (
+                            format!("{{proto=\"{}\"}}", p.label()),
+                            c.get(k.of(*p)).to_string(),
+                        )
+                    })
+                    .collect::<Vec<_>>()
             };
             family(
                 "vip_xdp_requests_total",
                 "counter",
                 "ARP requests / neighbour solicitations for the VIP seen by the XDP program.",
-                &proto(Counter::ArpRequests, Counter::NsRequests),
+                &proto(ProtoCounter::Requests),
             );
             family(
                 "vip_xdp_answered_total",
                 "counter",
                 "Requests for the VIP answered in XDP.",
-                &proto(Counter::ArpAnswered, Counter::NsAnswered),
+                &proto(ProtoCounter::Answered),
             );
             family(
                 "vip_xdp_fenced_total",
                 "counter",
                 "Requests for the VIP dropped because this node may not answer.",
-                &proto(Counter::ArpFenced, Counter::NsFenced),
+                &proto(ProtoCounter::Fenced),
             );
             family(
                 "vip_xdp_refused_total",
@@ -238,7 +243,7 @@ impl Metrics {
                 "vip_xdp_claims_total",
                 "counter",
                 "Conflicting claims: another MAC announced the VIP while this node answered for it.",
-                &proto(Counter::ArpClaims, Counter::NsClaims),
+                &proto(ProtoCounter::Claims),
             );
             family(
                 "vip_xdp_too_deep_total",

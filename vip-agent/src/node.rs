@@ -14,6 +14,7 @@ use std::net::IpAddr;
 
 use tokio::sync::{Mutex, watch};
 use tracing::{info, warn};
+use vip_common::events;
 
 use crate::addr::Addresses;
 use crate::clock::MonoTime;
@@ -61,7 +62,7 @@ impl Node {
         all.extend(stale.iter().filter(|ip| !vips.contains(ip)));
         for ip in &all {
             if addresses.remove(*ip).await? {
-                info!(%ip, "removed a stale VIP address before competing");
+                info!(%ip, event = events::STALE_VIP_REMOVED, "removed a stale VIP address before competing");
             }
         }
         let mut dataplane = dataplane;
@@ -91,7 +92,7 @@ impl Node {
             }
             inner.leading = true;
             self.announce.send_replace(true);
-            info!(vips = ?self.vips, "leading: answering for the VIP");
+            info!(vips = ?self.vips, event = events::LEADING, "leading: answering for the VIP");
         }
         Ok(())
     }
@@ -105,7 +106,7 @@ impl Node {
             inner.addresses.remove(*ip).await?;
         }
         if inner.leading {
-            info!(vips = ?self.vips, "following: VIP fenced and removed");
+            info!(vips = ?self.vips, event = events::FOLLOWING, "following: VIP fenced and removed");
         }
         inner.leading = false;
         Ok(())
@@ -162,10 +163,13 @@ impl Node {
                         interface = %ifname,
                         ifindex = inner.dataplane.ifindex(),
                         leading = inner.leading,
+                        event = events::INTERFACE_UP,
                         "interface came back up: XDP link checked, addresses checked, announcing again"
                     );
                 }
-                Some(false) => warn!(interface = %ifname, "interface is down"),
+                Some(false) => {
+                    warn!(interface = %ifname, event = events::INTERFACE_DOWN, "interface is down")
+                }
                 None => {
                     warn!(interface = %ifname, "interface is gone; waiting for it to come back")
                 }
@@ -209,5 +213,17 @@ impl Node {
         let inner = self.inner.into_inner();
         inner.dataplane.shutdown()?;
         Ok(())
+    }
+}
+
+/// The election drives the node through this: [`Node::lead`] and
+/// [`Node::follow`] keep the safety order above.
+impl crate::election::Fence for Node {
+    async fn lead(&self, deadline: MonoTime) -> anyhow::Result<()> {
+        Node::lead(self, deadline).await
+    }
+
+    async fn follow(&self) -> anyhow::Result<()> {
+        Node::follow(self).await
     }
 }

@@ -201,3 +201,86 @@ fn manifest_pod_through_the_binary() {
     assert!(!ok);
     assert!(err.contains("--renew-deadline"), "{err}");
 }
+
+/// `--log-format json`: every line on stderr is one JSON object; the
+/// lifecycle lines carry `event` (a `vip_common::events` name), here the
+/// start-up line and the fatal error of a run that stops on a missing
+/// interface (no root needed, nothing touched).
+#[test]
+fn json_log_lines_parse_and_carry_the_event() {
+    let args = [
+        "run",
+        "--interface",
+        "vip-no-such-if",
+        "--address",
+        "192.0.2.10",
+        "--no-election",
+        "--metrics-addr",
+        "",
+    ];
+    let check = |cmd: &mut Command, how: &str| {
+        let out = cmd.env_remove("RUST_LOG").output().expect("run vip-agent");
+        assert!(!out.status.success(), "{how}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<serde_json::Value> = err
+            .lines()
+            .map(|l| {
+                serde_json::from_str(l)
+                    .unwrap_or_else(|e| panic!("{how}: not a JSON line ({e}): {l:?}\n{err}"))
+            })
+            .collect();
+        let event = |name: &str| {
+            lines
+                .iter()
+                .find(|l| l["event"] == name)
+                .unwrap_or_else(|| panic!("{how}: no event {name:?} in\n{err}"))
+        };
+        let start = event(vip_common::events::AGENT_STARTING);
+        assert_eq!(start["level"], "INFO", "{start}");
+        assert_eq!(start["version"], env!("CARGO_PKG_VERSION"), "{start}");
+        assert!(start["timestamp"].is_string(), "{start}");
+        let failed = event(vip_common::events::AGENT_FAILED);
+        assert_eq!(failed["level"], "ERROR", "{failed}");
+        assert!(
+            failed["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("vip-no-such-if")),
+            "{failed}"
+        );
+    };
+    let mut flag = Command::new(env!("CARGO_BIN_EXE_vip-agent"));
+    flag.args(args).args(["--log-format", "json"]);
+    check(&mut flag, "--log-format json");
+    let mut env = Command::new(env!("CARGO_BIN_EXE_vip-agent"));
+    env.args(args).env("VIP_LOG_FORMAT", "json");
+    check(&mut env, "VIP_LOG_FORMAT=json");
+
+    // Text (the default) keeps the human lines, with the event as a field.
+    let (ok, err) = agent(&args);
+    assert!(!ok);
+    assert!(
+        err.contains("vip-agent starting") && err.contains("event=\"agent_starting\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_log_format_is_refused_naming_the_values() {
+    let (ok, err) = agent(&run_args(&["--log-format", "xml"]));
+    assert!(!ok);
+    assert!(
+        err.contains("--log-format") && err.contains("text") && err.contains("json"),
+        "{err}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_vip-agent"))
+        .args(run_args(&[]))
+        .env("VIP_LOG_FORMAT", "yaml")
+        .output()
+        .expect("run vip-agent");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("--log-format") && err.contains("text") && err.contains("json"),
+        "{err}"
+    );
+}

@@ -16,7 +16,8 @@ use clap::Parser;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use vip_agent::config;
+use serde_json::Value;
+use vip_agent::cli;
 use vip_agent::manifest::{self, CONTAINER_KUBECONFIG, ManifestKind};
 
 #[derive(Parser)]
@@ -48,7 +49,7 @@ fn pod_yaml(extra: &[&str]) -> Result<String, String> {
 }
 
 fn parse_pod(yaml: &str) -> Pod {
-    serde_yaml::from_str(yaml).unwrap_or_else(|e| panic!("not a Pod: {e}\n{yaml}"))
+    serde_saphyr::from_str(yaml).unwrap_or_else(|e| panic!("not a Pod: {e}\n{yaml}"))
 }
 
 fn container_args(pod: &Pod) -> Vec<String> {
@@ -60,11 +61,11 @@ fn container_args(pod: &Pod) -> Vec<String> {
 
 /// `run` as the container will start it (the same flattened `RunArgs` the
 /// `run` subcommand parses).
-fn run_args_of(pod: &Pod) -> config::RunArgs {
+fn run_args_of(pod: &Pod) -> cli::RunArgs {
     #[derive(Parser)]
     struct Run {
         #[command(flatten)]
-        run: config::RunArgs,
+        run: cli::RunArgs,
     }
     let args = container_args(pod);
     assert_eq!(args.first().map(String::as_str), Some("run"), "{args:?}");
@@ -81,10 +82,9 @@ fn deploy_dir() -> PathBuf {
 /// Every key the YAML has survives the typed round trip: nothing was an
 /// unknown field the Pod schema (k8s-openapi, v1.33) would drop.
 fn assert_typed_round_trip<T: serde::de::DeserializeOwned + serde::Serialize>(yaml: &str) {
-    for doc in serde_yaml::Deserializer::from_str(yaml) {
-        let value = <serde_yaml::Value as serde::Deserialize>::deserialize(doc).unwrap();
-        let typed: T = serde_yaml::from_value(value.clone()).unwrap();
-        let back = serde_yaml::to_value(&typed).unwrap();
+    for value in serde_saphyr::from_multiple::<Value>(yaml).unwrap() {
+        let typed: T = serde_json::from_value(value.clone()).unwrap();
+        let back = serde_json::to_value(&typed).unwrap();
         assert_eq!(value, back, "a field did not survive the typed round trip");
     }
 }
@@ -207,6 +207,8 @@ fn given_flags_reach_the_pod() {
         "0s",
         "--pin-dir",
         "/sys/fs/bpf/vip",
+        "--log-format",
+        "json",
     ])
     .unwrap();
     assert_typed_round_trip::<Pod>(&yaml);
@@ -258,8 +260,10 @@ fn given_flags_reach_the_pod() {
     assert_eq!(run.announce_refresh, Duration::ZERO);
     assert_eq!(run.pin_dir, Some(PathBuf::from("/sys/fs/bpf/vip")));
     assert!(!run.health_check);
+    assert_eq!(run.log_format, cli::LogFormat::Json);
     let args = container_args(&pod);
     assert!(args.contains(&"--xdp-mode=skb".to_owned()), "{args:?}");
+    assert!(args.contains(&"--log-format=json".to_owned()), "{args:?}");
     // Values equal to run's defaults are not repeated.
     assert!(
         !args.iter().any(|a| a.starts_with("--announce-burst")),
@@ -415,12 +419,10 @@ fn bad_input_names_the_flag_and_the_fix() {
 #[test]
 fn rbac_allows_what_the_agent_does() {
     let yaml = render(&["rbac"]).unwrap();
-    let docs: Vec<_> = serde_yaml::Deserializer::from_str(&yaml)
-        .map(|d| <serde_yaml::Value as serde::Deserialize>::deserialize(d).unwrap())
-        .collect();
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&yaml).unwrap();
     assert_eq!(docs.len(), 2);
-    let role: Role = serde_yaml::from_value(docs[0].clone()).unwrap();
-    let binding: RoleBinding = serde_yaml::from_value(docs[1].clone()).unwrap();
+    let role: Role = serde_json::from_value(docs[0].clone()).unwrap();
+    let binding: RoleBinding = serde_json::from_value(docs[1].clone()).unwrap();
     assert_eq!(role.metadata.namespace.as_deref(), Some("kube-system"));
     let rule = &role.rules.as_ref().unwrap()[0];
     assert_eq!(
@@ -475,19 +477,18 @@ fn kubectl(args: &[&str], stdin: &str) -> Option<std::process::Output> {
 
 /// Every leaf of `ours` is in `theirs` with the same value (kubectl adds
 /// empty defaults such as `status: {}` and drops fields it does not know).
-fn assert_subset(ours: &serde_yaml::Value, theirs: &serde_yaml::Value, at: &str) {
-    use serde_yaml::Value;
+fn assert_subset(ours: &Value, theirs: &Value, at: &str) {
     match (ours, theirs) {
-        (Value::Mapping(a), Value::Mapping(b)) => {
+        (Value::Object(a), Value::Object(b)) => {
             for (k, v) in a {
-                let key = k.as_str().unwrap_or("?");
+                let key = k.as_str();
                 let other = b
                     .get(k)
                     .unwrap_or_else(|| panic!("kubectl dropped {at}.{key}: not in the Pod schema"));
                 assert_subset(v, other, &format!("{at}.{key}"));
             }
         }
-        (Value::Sequence(a), Value::Sequence(b)) => {
+        (Value::Array(a), Value::Array(b)) => {
             assert_eq!(a.len(), b.len(), "{at}");
             for (i, (x, y)) in a.iter().zip(b).enumerate() {
                 assert_subset(x, y, &format!("{at}[{i}]"));
@@ -537,9 +538,9 @@ fn kubectl_accepts_the_manifests() {
         "kubectl refused the Pod: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let theirs: serde_yaml::Value = serde_yaml::from_slice(&out.stdout).unwrap();
-    let ours: serde_yaml::Value =
-        serde_yaml::from_str(&yaml.replace(manifest::DEFAULT_IMAGE, OTHER)).unwrap();
+    let theirs: Value = serde_saphyr::from_slice(&out.stdout).unwrap();
+    let ours: Value =
+        serde_saphyr::from_str(&yaml.replace(manifest::DEFAULT_IMAGE, OTHER)).unwrap();
     assert!(
         theirs.get("spec").is_some(),
         "kubectl printed no Pod: {:?}",
@@ -572,10 +573,10 @@ fn kubectl_accepts_the_manifests() {
     }
 }
 
-fn yaml_file(rel: &str) -> serde_yaml::Value {
+fn yaml_file(rel: &str) -> Value {
     let path = deploy_dir().join(rel);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// The kubeadm snippet's `manifest pod` flags are accepted, and its
@@ -585,7 +586,7 @@ fn kubeadm_snippet_flags_render_and_its_sed_matches() {
     let snippet = yaml_file("kubeadm/kubeadmcontrolplane-snippet.yaml");
     let spec = &snippet["spec"]["kubeadmConfigSpec"];
     let commands: Vec<&str> = spec["preKubeadmCommands"]
-        .as_sequence()
+        .as_array()
         .unwrap()
         .iter()
         .filter_map(|c| c.as_str())
@@ -628,7 +629,7 @@ fn kubeadm_snippet_flags_render_and_its_sed_matches() {
         c.contains("s#path: /etc/kubernetes/admin.conf#path: /etc/kubernetes/super-admin.conf#")
     }));
     let post: Vec<&str> = spec["postKubeadmCommands"]
-        .as_sequence()
+        .as_array()
         .unwrap()
         .iter()
         .filter_map(|c| c.as_str())
@@ -649,7 +650,7 @@ fn prometheus_files_agree_and_pass_promtool() {
         "prometheus.yml's scrape_configs must equal scrape.yaml"
     );
     let rules = yaml_file("prometheus/alerts.yaml");
-    let text = serde_yaml::to_string(&rules).unwrap();
+    let text = serde_saphyr::to_string(&rules).unwrap();
     for metric in [
         "vip_agent_leader",
         "vip_agent_renew_failures_total",

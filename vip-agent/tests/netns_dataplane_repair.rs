@@ -19,8 +19,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use aya::maps::{Map, MapData, MapInfo, PerCpuArray};
+use vip_agent::dataplane::LINK_PIN;
 use vip_common::frame::craft::arp_request;
-use vip_common::maps::{COUNTERS_LEN, Counter};
+use vip_common::maps::{COUNTERS_LEN, COUNTERS_MAP, Counter, VIPS_MAP};
 use vip_lab::agent::{Agent, PinDirGuard};
 use vip_lab::netns::{NetNs, run_checked};
 use vip_lab::packet_socket::{self, EtherType, PacketSocket, parse_arp};
@@ -79,7 +80,7 @@ fn ask(sock: &PacketSocket, me: Ipv4Addr, wait: Duration) -> Option<[u8; 6]> {
 }
 
 fn xdp_answered(pins: &PinDirGuard) -> u64 {
-    let md = MapData::from_pin(pins.path().join("COUNTERS")).expect("pinned COUNTERS");
+    let md = MapData::from_pin(pins.path().join(COUNTERS_MAP)).expect("pinned COUNTERS");
     let arr: PerCpuArray<MapData, u64> =
         PerCpuArray::try_from(Map::PerCpuArray(md)).expect("per-cpu array");
     arr.get(&(Counter::ArpAnswered as u32), 0)
@@ -152,7 +153,7 @@ fn bpftool_json(args: &[&str]) -> serde_json::Value {
 /// (link id, program id) of the pinned link, as bpftool shows it (its JSON
 /// has no ifindex for XDP links; see [`xdp_prog`]).
 fn pinned_link(pins: &PinDirGuard) -> (u64, u64) {
-    let p = pins.path().join("link").display().to_string();
+    let p = pins.path().join(LINK_PIN).display().to_string();
     let j = bpftool_json(&["link", "show", "pinned", &p]);
     (
         j["id"].as_u64().expect("link id"),
@@ -453,8 +454,8 @@ fn pinned_maps_of_another_layout_are_replaced_without_a_gap() {
     // An "older version": COUNTERS with fewer entries, VIPS with another value size.
     let p = |n: &str| pins.path().join(n).display().to_string();
     for (name, kind, key, value, entries) in [
-        ("COUNTERS", "percpu_array", "4", "8", "3"),
-        ("VIPS", "hash", "20", "24", "64"),
+        (COUNTERS_MAP, "percpu_array", "4", "8", "3"),
+        (VIPS_MAP, "hash", "20", "24", "64"),
     ] {
         std::fs::remove_file(p(name)).unwrap();
         run_checked(Command::new("bpftool").args([
@@ -480,8 +481,8 @@ fn pinned_maps_of_another_layout_are_replaced_without_a_gap() {
         .expect("stale maps logged");
     assert!(
         line.contains("pinned maps from another version")
-            && line.contains("COUNTERS")
-            && line.contains("VIPS"),
+            && line.contains(COUNTERS_MAP)
+            && line.contains(VIPS_MAP),
         "{line}"
     );
     second.wait_for_log("leading", WAIT).expect("leading");
@@ -490,7 +491,7 @@ fn pinned_maps_of_another_layout_are_replaced_without_a_gap() {
     // The program was swapped inside the same link: never detached.
     assert_eq!(pinned_link(&pins).0, link_id);
     assert_pinned_link_on(node, &pins);
-    let counters = MapInfo::from_pin(pins.path().join("COUNTERS")).unwrap();
+    let counters = MapInfo::from_pin(pins.path().join(COUNTERS_MAP)).unwrap();
     assert_eq!(counters.max_entries(), COUNTERS_LEN);
     let sock = client.packet_socket(EtherType::Arp).unwrap();
     answered_by_agent(&sock, client.v4().unwrap(), node.mac(), &pins);

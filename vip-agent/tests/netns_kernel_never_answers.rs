@@ -21,7 +21,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use vip_agent::dataplane::OBJECT;
+use vip_agent::dataplane::{LINK_PIN, OBJECT};
 use vip_common::frame::variants::{Variant, kernel_accepted};
 use vip_lab::agent::{Agent, PinDirGuard, attach_pass_program};
 use vip_lab::packet_socket::{EtherType, PacketSocket};
@@ -257,7 +257,7 @@ fn scenario(mode: &str) {
     assert!(has_xdp(node), "the pinned program stays attached");
 
     // 5. Detached by someone else: the pinned link removed.
-    std::fs::remove_file(pins.path().join("link")).expect("remove the link pin");
+    std::fs::remove_file(pins.path().join(LINK_PIN)).expect("remove the link pin");
     let t0 = Instant::now();
     while has_xdp(node) {
         assert!(t0.elapsed() < Duration::from_secs(5), "program detaches");

@@ -12,11 +12,11 @@ use std::time::{Duration, Instant};
 
 use aya::maps::{Map, MapData, PerCpuArray};
 use nix::sys::signal::Signal;
-use vip_agent::dataplane::OBJECT;
+use vip_agent::dataplane::{LINK_PIN, OBJECT};
 use vip_common::checksum::nd_checksum_ok;
 use vip_common::frame::craft::{arp_request, neighbour_solicitation};
 use vip_common::headers::{NdMsg, NdOpt};
-use vip_common::maps::{COUNTERS_LEN, Counter};
+use vip_common::maps::{COUNTERS_LEN, COUNTERS_MAP, Counter, VIPS_MAP};
 use vip_lab::agent::{Agent, PinDirGuard, attach_pass_program};
 use vip_lab::packet_socket::{EtherType, PacketSocket, parse_arp};
 use vip_lab::topology::{Endpoint, Pair};
@@ -28,7 +28,7 @@ const VIP6: [u8; 16] = [
 const RENEW_DEADLINE: Duration = Duration::from_millis(1000);
 
 fn counters(pin_dir: &Path) -> [u64; COUNTERS_LEN as usize] {
-    let md = MapData::from_pin(pin_dir.join("COUNTERS")).expect("pinned COUNTERS map");
+    let md = MapData::from_pin(pin_dir.join(COUNTERS_MAP)).expect("pinned COUNTERS map");
     let arr: PerCpuArray<MapData, u64> =
         PerCpuArray::try_from(Map::PerCpuArray(md)).expect("per-cpu array");
     let mut v = [0u64; COUNTERS_LEN as usize];
@@ -303,7 +303,7 @@ fn crash_leaves_the_fence_and_a_restart_adopts_it() {
         has_address(node, "192.0.2.100"),
         "a killed agent cannot remove its address"
     );
-    assert!(pins.path().join("link").exists() && pins.path().join("VIPS").exists());
+    assert!(pins.path().join(LINK_PIN).exists() && pins.path().join(VIPS_MAP).exists());
     let mut silent_after = None;
     while killed.elapsed() < Duration::from_secs(3) {
         if ask_arp(&sock, client, Duration::from_millis(50)).is_empty() {

@@ -13,7 +13,10 @@ use vip_common::frame::Frame;
 use vip_common::frame::announce::{gratuitous_arp, unsolicited_na};
 use vip_common::frame::craft::{arp_request, neighbour_solicitation};
 use vip_common::frame::variants::{Ext, with_ipv6_ext, with_vlan_tags};
-use vip_common::maps::{COUNTERS_LEN, Counter, STATE_ACTIVE, STATE_INACTIVE};
+use vip_common::maps::{
+    CLAIMS_MAP, COUNTERS_LEN, COUNTERS_MAP, Counter, PROGRAM_NAME, STATE_ACTIVE, STATE_INACTIVE,
+    VIPS_MAP,
+};
 use vip_common::{ClaimRecord, Outcome, PassReason, RefuseReason, VipEntry, VipTable, process};
 
 const XDP_DROP: u32 = 1;
@@ -41,10 +44,10 @@ struct Prog {
 impl Prog {
     fn load() -> Self {
         let mut ebpf = EbpfLoader::new().load(OBJECT).expect("load object");
-        let vips = BpfHashMap::try_from(ebpf.take_map("VIPS").unwrap()).unwrap();
-        let counters = PerCpuArray::try_from(ebpf.take_map("COUNTERS").unwrap()).unwrap();
-        let claims = BpfHashMap::try_from(ebpf.take_map("CLAIMS").unwrap()).unwrap();
-        let p: &mut Xdp = ebpf.program_mut("vip_xdp").unwrap().try_into().unwrap();
+        let vips = BpfHashMap::try_from(ebpf.take_map(VIPS_MAP).unwrap()).unwrap();
+        let counters = PerCpuArray::try_from(ebpf.take_map(COUNTERS_MAP).unwrap()).unwrap();
+        let claims = BpfHashMap::try_from(ebpf.take_map(CLAIMS_MAP).unwrap()).unwrap();
+        let p: &mut Xdp = ebpf.program_mut(PROGRAM_NAME).unwrap().try_into().unwrap();
         p.load().expect("verifier accepts the program");
         Prog {
             ebpf,
@@ -86,7 +89,7 @@ impl Prog {
     fn run_repeat(&mut self, input: &[u8], repeat: u32) -> (u32, Vec<u8>, std::time::Duration) {
         let p: &mut Xdp = self
             .ebpf
-            .program_mut("vip_xdp")
+            .program_mut(PROGRAM_NAME)
             .unwrap()
             .try_into()
             .unwrap();

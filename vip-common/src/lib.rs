@@ -10,6 +10,8 @@
 extern crate std;
 
 pub mod checksum;
+pub mod counters;
+pub mod events;
 pub mod headers;
 pub mod maps;
 pub mod process;
@@ -17,5 +19,6 @@ pub mod process;
 #[cfg(any(test, feature = "host"))]
 pub mod frame;
 
+pub use counters::ProtoCounter;
 pub use maps::{ClaimRecord, Counter, PassReason, RefuseReason, VipEntry, VipKey};
 pub use process::{Clock, Outcome, Packet, Proto, VipTable, process};

@@ -97,7 +97,7 @@ unsafe impl aya::Pod for ClaimRecord {}
 
 /// Why a frame was passed to the kernel untouched. A frame is passed only
 /// when it is not a request for a VIP: the kernel is never left to answer one
-/// (see docs/design.md, "The kernel is never an answerer").
+/// (docs/design.md#the-kernel-is-never-an-answerer-invariant-2).
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PassReason {

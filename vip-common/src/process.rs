@@ -42,8 +42,9 @@ pub const MAX_VLAN_TAGS: usize = 4;
 /// frame with more is dropped ([`Outcome::TooDeep`]).
 pub const MAX_IPV6_EXT: usize = 4;
 
-/// What to do with a frame. The rule (docs/design.md): a request for a VIP is
-/// answered or dropped, never left to the kernel.
+/// What to do with a frame. The rule
+/// (docs/design.md#1-the-program-answers-or-drops-every-request-for-a-vip): a
+/// request for a VIP is answered or dropped, never left to the kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// The frame was rewritten in place into the reply: send it back (XDP_TX).

@@ -18,9 +18,13 @@ use aya_ebpf::programs::XdpContext;
 use aya_log_ebpf::warn;
 use vip_common::maps::{COUNTERS_LEN, Counter, MAX_VIPS};
 use vip_common::{
-    ClaimRecord, Clock, Outcome, Packet, Proto, RefuseReason, VipEntry, VipKey, VipTable, process,
+    ClaimRecord, Clock, Outcome, Packet, Proto, ProtoCounter, RefuseReason, VipEntry, VipKey,
+    VipTable, process,
 };
 
+// Map names: vip_common::maps::{VIPS_MAP, COUNTERS_MAP, CLAIMS_MAP} (the macro
+// takes literals only; the agent opens them by those constants and its
+// xdp_program test loads this object by them).
 #[map(name = "VIPS")]
 static VIPS: HashMap<VipKey, VipEntry> = HashMap::with_max_entries(MAX_VIPS, 0);
 
@@ -30,30 +34,32 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTERS_LEN, 
 #[map(name = "CLAIMS")]
 static CLAIMS: HashMap<VipKey, ClaimRecord> = HashMap::with_max_entries(MAX_VIPS, 0);
 
+/// Program name: vip_common::maps::PROGRAM_NAME.
 #[xdp]
 pub fn vip_xdp(ctx: XdpContext) -> u32 {
     try_vip_xdp(ctx)
 }
 
 /// Never returns XDP_ABORTED. A request for a VIP is answered (XDP_TX) or
-/// dropped, never passed: the kernel must not answer it (docs/design.md).
+/// dropped, never passed: the kernel must not answer it
+/// (docs/design.md#1-the-program-answers-or-drops-every-request-for-a-vip).
 #[inline(always)]
 fn try_vip_xdp(ctx: XdpContext) -> u32 {
     let mut pkt = Xdp { ctx };
     match process(&mut pkt, &Vips, &KernelClock) {
         Outcome::Answered(p) => {
-            count(pick(p, Counter::ArpRequests, Counter::NsRequests));
-            count(pick(p, Counter::ArpAnswered, Counter::NsAnswered));
+            count(ProtoCounter::Requests.index(p));
+            count(ProtoCounter::Answered.index(p));
             xdp_action::XDP_TX
         }
         Outcome::Fenced(p) => {
-            count(pick(p, Counter::ArpRequests, Counter::NsRequests));
-            count(pick(p, Counter::ArpFenced, Counter::NsFenced));
+            count(ProtoCounter::Requests.index(p));
+            count(ProtoCounter::Fenced.index(p));
             xdp_action::XDP_DROP
         }
         Outcome::Refused(p, reason) => {
-            count(pick(p, Counter::ArpRequests, Counter::NsRequests));
-            count(pick(p, Counter::ArpRefused, Counter::NsRefused));
+            count(ProtoCounter::Requests.index(p));
+            count(ProtoCounter::Refused.index(p));
             count(reason.counter_index());
             if reason == RefuseReason::NoRoom {
                 warn!(&pkt.ctx, "vip-ebpf: could not grow a frame to answer an NS");
@@ -61,7 +67,7 @@ fn try_vip_xdp(ctx: XdpContext) -> u32 {
             xdp_action::XDP_DROP
         }
         Outcome::Claimed { proto, dropped } => {
-            count(pick(proto, Counter::ArpClaims, Counter::NsClaims));
+            count(ProtoCounter::Claims.index(proto));
             if dropped {
                 xdp_action::XDP_DROP
             } else {
@@ -79,14 +85,6 @@ fn try_vip_xdp(ctx: XdpContext) -> u32 {
     }
 }
 
-#[inline(always)]
-fn pick(p: Proto, arp: Counter, ns: Counter) -> u32 {
-    match p {
-        Proto::Arp => arp as u32,
-        Proto::Ns => ns as u32,
-    }
-}
-
 /// Remembers the last conflicting claim per VIP for the agent to report.
 #[inline(always)]
 fn record_claim_in_map(key: &VipKey, mac: [u8; 6], proto: Proto) {
@@ -96,10 +94,7 @@ fn record_claim_in_map(key: &VipKey, mac: [u8; 6], proto: Proto) {
         count: previous + 1,
         last_ns: KernelClock.now_ns(),
         mac,
-        family: match proto {
-            Proto::Arp => 4,
-            Proto::Ns => 6,
-        },
+        family: proto.family(),
         _pad: 0,
     };
     // A full map (more VIPs claimed than MAX_VIPS) only loses the record;

@@ -1,4 +1,7 @@
-//! Developer flows: `cargo xtask setup | build-ebpf | test | demo | bench (failover | dataplane)`.
+//! Developer flows, `cargo xtask <command>`:
+//! `setup` (install what a fresh machine lacks), `build-ebpf [--release]`,
+//! `test` (every test, the house rules included), `image [--tag]`, `demo`,
+//! `bench (failover | dataplane)` and `fuzz [--seconds]`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -36,7 +39,8 @@ enum Cmd {
         #[arg(long)]
         release: bool,
     },
-    /// Run every test: host unit tests, eBPF program tests, namespace tests.
+    /// Run every test: host unit tests, eBPF program tests, namespace tests and
+    /// the house rules (xtask/tests/house_rules.rs).
     Test {
         /// Extra arguments for `cargo test` (after --).
         #[arg(last = true)]
@@ -452,23 +456,51 @@ fn image(tag: Option<String>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Whether an ELF64 little-endian file has a PT_INTERP program header
-/// (a dynamic loader it needs at run time).
+/// Whether an ELF file has a PT_INTERP program header (a dynamic loader it
+/// needs at run time). Anything that is not a 64-bit ELF file has none.
 fn elf_has_interpreter(elf: &[u8]) -> bool {
-    let u16_at = |o: usize| {
-        elf.get(o..o + 2)
-            .map_or(0, |b| u16::from_le_bytes([b[0], b[1]]) as usize)
-    };
-    let u64_at = |o: usize| {
-        elf.get(o..o + 8).map_or(0, |b| {
-            u64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as usize
-        })
-    };
-    if elf.get(..4) != Some(b"\x7fELF") {
+    use object::elf::{FileHeader64, PT_INTERP};
+    use object::read::elf::{FileHeader as _, ProgramHeader as _};
+    let Ok(header) = FileHeader64::<object::Endianness>::parse(elf) else {
         return false;
+    };
+    let Ok(endian) = header.endian() else {
+        return false;
+    };
+    header
+        .program_headers(endian, elf)
+        .is_ok_and(|headers| headers.iter().any(|h| h.p_type(endian) == PT_INTERP))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use object::elf::{FileHeader64, PT_INTERP};
+    use object::read::elf::{FileHeader as _, ProgramHeader as _};
+
+    #[test]
+    fn tells_a_dynamic_executable_from_other_files() {
+        // This test binary is a dynamically linked executable.
+        let exe = std::env::current_exe().expect("current_exe");
+        let elf = std::fs::read(&exe).expect("reading the test binary");
+        assert!(elf_has_interpreter(&elf));
+        // Neither text nor a truncated header has a loader.
+        assert!(!elf_has_interpreter(b"#!/bin/sh\n"));
+        assert!(!elf_has_interpreter(&elf[..40]));
+        // A copy whose PT_INTERP entry is turned into PT_NULL reads as static.
+        let mut stripped = elf.clone();
+        let header = FileHeader64::<object::Endianness>::parse(&elf[..]).expect("ELF header");
+        let endian = header.endian().expect("endianness");
+        let (phoff, size) = (header.e_phoff(endian), header.e_phentsize(endian));
+        let interp = header
+            .program_headers(endian, &elf[..])
+            .expect("program headers")
+            .iter()
+            .position(|h| h.p_type(endian) == PT_INTERP)
+            .expect("a PT_INTERP entry");
+        let at = usize::try_from(phoff).expect("offset") + interp * usize::from(size);
+        stripped[at..at + 4].copy_from_slice(&object::elf::PT_NULL.to_ne_bytes());
+        assert!(!elf_has_interpreter(&stripped));
     }
-    let (phoff, phentsize, phnum) = (u64_at(0x20), u16_at(0x36), u16_at(0x38));
-    (0..phnum).any(|i| {
-        elf.get(phoff + i * phentsize..phoff + i * phentsize + 4) == Some(&3u32.to_le_bytes()[..])
-    })
 }

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use vip_common::maps::PROGRAM_NAME;
 
 use crate::netns::NetNs;
 
@@ -49,7 +50,7 @@ pub enum Error {
     },
 }
 
-/// Load `object` (the agent's XDP object) and attach its `vip_xdp` program in
+/// Load `object` (the agent's XDP object) and attach its program ([`PROGRAM_NAME`]) in
 /// native mode to `ifindex` in `ns`. Its VIP map is empty, so it passes
 /// everything: a veth whose peer sends with native `XDP_TX` needs a program
 /// of its own, or those frames are lost (platform notes). Detached on drop.
@@ -64,11 +65,12 @@ pub fn attach_pass_program(ns: &NetNs, ifindex: u32, object: &[u8]) -> Result<ay
             .load(object)
             .map_err(|e| format!("loading the object: {e}"))?;
         let p: &mut aya::programs::Xdp = ebpf
-            .program_mut("vip_xdp")
-            .ok_or("no program vip_xdp in the object")?
+            .program_mut(PROGRAM_NAME)
+            .ok_or_else(|| format!("no program {PROGRAM_NAME} in the object"))?
             .try_into()
-            .map_err(|e| format!("vip_xdp: {e}"))?;
-        p.load().map_err(|e| format!("loading vip_xdp: {e}"))?;
+            .map_err(|e| format!("{PROGRAM_NAME}: {e}"))?;
+        p.load()
+            .map_err(|e| format!("loading {PROGRAM_NAME}: {e}"))?;
         p.attach_to_if_index(ifindex, aya::programs::XdpMode::Driver)
             .map_err(|e| format!("attaching in native mode: {e}"))?;
         Ok(ebpf)

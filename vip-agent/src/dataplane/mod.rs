@@ -4,7 +4,8 @@
 //! Pinning: the program's maps and its XDP link are pinned under `pin_dir`, so
 //! an agent that dies leaves the fence in place (entries stop answering at
 //! their deadline, requests for the VIP keep being dropped) instead of
-//! detaching, which would hand the address back to the kernel's ARP/ND.
+//! detaching, which would hand the address back to the kernel's ARP/ND
+//! (docs/design.md#3-pins-outlive-the-agent).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -15,11 +16,14 @@ use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::{Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
 use tracing::{info, warn};
+use vip_common::events;
 use vip_common::maps::{
-    CLAIMS_MAP, COUNTERS_LEN, COUNTERS_MAP, Counter, PROGRAM_NAME, STATE_ACTIVE, STATE_INACTIVE, VIPS_MAP,
+    CLAIMS_MAP, COUNTERS_LEN, COUNTERS_MAP, Counter, PROGRAM_NAME, STATE_ACTIVE, STATE_INACTIVE,
+    VIPS_MAP,
 };
 use vip_common::{ClaimRecord, PassReason, RefuseReason, VipEntry, VipKey};
 
+use crate::cli::XdpModeArg;
 use crate::clock::MonoTime;
 
 mod bpffs;
@@ -35,7 +39,8 @@ pub use repair::{Repair, RepairKind};
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("VIP_EBPF_OBJECT"));
 
 pub const BPFFS: &str = "/sys/fs/bpf";
-const LINK_PIN: &str = "link";
+/// Name of the XDP link's pin in the pin directory.
+pub const LINK_PIN: &str = "link";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {
@@ -73,15 +78,8 @@ pub enum DataplaneError {
     Pin(String),
     #[error("map {0} missing from the object")]
     MissingMap(&'static str),
-}
-
-/// `--xdp-mode`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum XdpModeArg {
-    /// Native (driver) mode, falling back to generic (skb) mode.
-    Auto,
-    Native,
-    Skb,
+    #[error("program {0} missing from the object")]
+    MissingProgram(&'static str),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -275,15 +273,15 @@ impl Dataplane {
         let mut ebpf = loader.load(OBJECT)?;
         let mut vips_map: BpfHashMap<MapData, VipKey, VipEntry> = BpfHashMap::try_from(
             ebpf.take_map(VIPS_MAP)
-                .ok_or(DataplaneError::MissingMap("VIPS"))?,
+                .ok_or(DataplaneError::MissingMap(VIPS_MAP))?,
         )?;
         let counters: PerCpuArray<MapData, u64> = PerCpuArray::try_from(
             ebpf.take_map(COUNTERS_MAP)
-                .ok_or(DataplaneError::MissingMap("COUNTERS"))?,
+                .ok_or(DataplaneError::MissingMap(COUNTERS_MAP))?,
         )?;
         let claims: BpfHashMap<MapData, VipKey, ClaimRecord> = BpfHashMap::try_from(
             ebpf.take_map(CLAIMS_MAP)
-                .ok_or(DataplaneError::MissingMap("CLAIMS"))?,
+                .ok_or(DataplaneError::MissingMap(CLAIMS_MAP))?,
         )?;
 
         // Fence everything an earlier agent left behind, before anything else.
@@ -302,7 +300,7 @@ impl Dataplane {
 
         let program: &mut Xdp = ebpf
             .program_mut(PROGRAM_NAME)
-            .ok_or(DataplaneError::MissingMap("vip_xdp program"))?
+            .ok_or(DataplaneError::MissingProgram(PROGRAM_NAME))?
             .try_into()?;
         program.load()?;
 
@@ -355,7 +353,7 @@ impl Dataplane {
                 mode
             }
         };
-        info!(ifname = %cfg.ifname, ifindex, mode = mode.as_str(), pin_dir = %cfg.pin_dir.display(), "XDP responder attached");
+        info!(ifname = %cfg.ifname, ifindex, mode = mode.as_str(), pin_dir = %cfg.pin_dir.display(), event = events::XDP_ATTACHED, "XDP responder attached");
         // After program.load(): the kernel holds its own reference to the log
         // map by now, so the reader may own (and later drop) our fd.
         let logger_task = start_logger(&mut ebpf);

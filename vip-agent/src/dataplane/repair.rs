@@ -13,7 +13,8 @@ use vip_common::maps::PROGRAM_NAME;
 use vip_common::{VipEntry, VipKey};
 
 use super::sys;
-use super::{Dataplane, DataplaneError, LINK_PIN, XdpModeArg, attach, if_index, if_mac, key_of};
+use super::{Dataplane, DataplaneError, LINK_PIN, attach, if_index, if_mac, key_of};
+use crate::cli::XdpModeArg;
 
 /// What a repair fixed; the label of `vip_agent_repairs_total{kind}`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -157,7 +158,7 @@ impl Dataplane {
         let program: &mut Xdp = self
             .ebpf
             .program_mut(PROGRAM_NAME)
-            .ok_or(DataplaneError::MissingMap("vip_xdp program"))?
+            .ok_or(DataplaneError::MissingProgram(PROGRAM_NAME))?
             .try_into()?;
         let (link_id, mode) = attach(program, &self.ifname, ifindex, mode)?;
         self.mode = mode;

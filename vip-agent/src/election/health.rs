@@ -16,6 +16,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
+use vip_common::events;
 
 pub const DEFAULT_HEALTH_PATH: &str = "/readyz";
 pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(1);
@@ -127,7 +128,7 @@ pub async fn run_checker<P: Probe>(
             Ok(()) => {
                 failures = 0;
                 if !*tx.borrow() {
-                    info!(path = %cfg.path, "health check passing again: node is healthy");
+                    info!(path = %cfg.path, event = events::HEALTH_PASSING, "health check passing again: node is healthy");
                 }
                 tx.send_if_modified(|h| !std::mem::replace(h, true));
             }
@@ -135,7 +136,7 @@ pub async fn run_checker<P: Probe>(
                 failures = failures.saturating_add(1);
                 debug!(path = %cfg.path, failures, error = %e, "health probe failed");
                 if failures >= cfg.failures && *tx.borrow() {
-                    warn!(path = %cfg.path, failures, error = %e, "health check failing: node is unhealthy");
+                    warn!(path = %cfg.path, failures, error = %e, event = events::HEALTH_FAILING, "health check failing: node is unhealthy");
                     tx.send_replace(false);
                 }
             }

@@ -1,0 +1,281 @@
+//! The elector: its state and what both halves share; it follows the Lease
+//! in [`follow`] (watch, GET, create, acquire) and, once it holds it, leads
+//! in [`lead`] (renew, step down, release).
+
+use std::future::Future;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::core::WatchEvent;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+use vip_common::events;
+
+use super::lease::{self, Observation};
+use super::store::{LeaseEvents, LeaseStore, StoreError};
+use super::{Clock, ElectionConfig, ElectionError, Fence, Role, Status, SystemClock};
+use crate::clock::MonoTime;
+
+mod follow;
+mod lead;
+
+/// Bound on the time spent releasing the Lease on stop / step-down.
+pub const RELEASE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Server-side timeout asked for each watch request (the API server ends the
+/// watch after this; the follower reconnects from the last resourceVersion).
+pub const WATCH_TIMEOUT_SECS: u32 = 290;
+
+const WATCH_BACKOFF_MIN: Duration = Duration::from_millis(50);
+const WATCH_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// Run the election until `shutdown` is cancelled (graceful: `follow()` then
+/// release) or a fatal error (403 Forbidden, bad config).
+pub async fn run<S: LeaseStore, F: Fence>(
+    store: &S,
+    cfg: &ElectionConfig,
+    fence: &F,
+    health: watch::Receiver<bool>,
+    shutdown: CancellationToken,
+    status: watch::Sender<Status>,
+) -> Result<(), ElectionError> {
+    let clock = SystemClock::from_env()?;
+    run_with_clock(store, cfg, fence, &clock, health, shutdown, status).await
+}
+
+/// [`run`] with an explicit clock (tests drive it with tokio's paused time).
+pub async fn run_with_clock<S: LeaseStore, F: Fence, C: Clock>(
+    store: &S,
+    cfg: &ElectionConfig,
+    fence: &F,
+    clock: &C,
+    health: watch::Receiver<bool>,
+    shutdown: CancellationToken,
+    status: watch::Sender<Status>,
+) -> Result<(), ElectionError> {
+    cfg.validate()?;
+    let now = clock.mono();
+    let mut e = Elector {
+        store,
+        cfg,
+        fence,
+        clock,
+        health,
+        health_open: true,
+        shutdown,
+        status,
+        known: Known::Unknown,
+        retry_at: now,
+        watch: None,
+        watch_rv: String::new(),
+        watch_backoff: WATCH_BACKOFF_MIN,
+        watch_retry_at: now,
+        watch_opened_at: now,
+    };
+    info!(
+        identity = %cfg.identity,
+        lease = %format!("{}/{}", cfg.namespace, cfg.lease_name),
+        lease_duration = ?cfg.lease_duration,
+        renew_deadline = ?cfg.renew_deadline,
+        retry_period = ?cfg.retry_period,
+        event = events::ELECTION_STARTING,
+        "leader election starting"
+    );
+    e.run().await
+}
+
+/// What this node knows about the Lease.
+enum Known {
+    /// Nothing yet (startup, or after a failed re-list).
+    Unknown,
+    /// The Lease does not exist; it may be created from `not_before` on
+    /// (later than now when it was deleted under a holder we had seen).
+    Absent {
+        not_before: MonoTime,
+    },
+    Present {
+        lease: Box<Lease>,
+        obs: Observation,
+    },
+}
+
+enum Next {
+    Shutdown,
+    Follow,
+    Lead {
+        lease: Box<Lease>,
+        sent: MonoTime,
+        deadline: MonoTime,
+    },
+}
+
+struct Elector<'a, S, F, C> {
+    store: &'a S,
+    cfg: &'a ElectionConfig,
+    fence: &'a F,
+    clock: &'a C,
+    health: watch::Receiver<bool>,
+    health_open: bool,
+    shutdown: CancellationToken,
+    status: watch::Sender<Status>,
+    known: Known,
+    /// Follower: no acquire/create/GET before this (after a failed attempt).
+    retry_at: MonoTime,
+    watch: Option<LeaseEvents>,
+    watch_rv: String,
+    watch_backoff: Duration,
+    watch_retry_at: MonoTime,
+    watch_opened_at: MonoTime,
+}
+
+/// One API request, counted, bounded by `timeout`. (A free function so that
+/// only the status field is borrowed across the await.)
+async fn call<T>(
+    status: &watch::Sender<Status>,
+    fut: impl Future<Output = Result<T, StoreError>>,
+    timeout: Duration,
+) -> Result<T, StoreError> {
+    status.send_modify(|s| s.api_requests += 1);
+    match tokio::time::timeout(timeout, fut).await {
+        Ok(r) => r,
+        Err(_) => Err(StoreError::Timeout),
+    }
+}
+
+async fn next_event(w: &mut Option<LeaseEvents>) -> Option<Result<WatchEvent<Lease>, StoreError>> {
+    match w {
+        Some(s) => s.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl<S: LeaseStore, F: Fence, C: Clock> Elector<'_, S, F, C> {
+    async fn run(&mut self) -> Result<(), ElectionError> {
+        loop {
+            match self.follow_phase().await? {
+                Next::Shutdown => return Ok(()),
+                Next::Follow => {}
+                Next::Lead {
+                    lease,
+                    sent,
+                    deadline,
+                } => {
+                    if let Next::Shutdown = self.lead_phase(*lease, sent, deadline).await? {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    fn now(&self) -> MonoTime {
+        self.clock.mono()
+    }
+
+    fn instant_at(&self, t: MonoTime) -> tokio::time::Instant {
+        tokio::time::Instant::now() + t.saturating_duration_since(self.now())
+    }
+
+    fn healthy(&self) -> bool {
+        *self.health.borrow()
+    }
+
+    fn forbidden(&self, verb: &'static str, message: String) -> ElectionError {
+        error!(identity = %self.cfg.identity, verb, %message, "403 Forbidden on the Lease: this node will not lead");
+        ElectionError::Forbidden {
+            verb,
+            namespace: self.cfg.namespace.clone(),
+            name: self.cfg.lease_name.clone(),
+            identity: self.cfg.identity.clone(),
+            message,
+        }
+    }
+
+    fn holder_name(&self) -> Option<String> {
+        match &self.known {
+            Known::Present { lease, .. } => lease::holder(lease).map(str::to_owned),
+            _ => None,
+        }
+    }
+
+    fn publish_following(&self) {
+        let holder = self.holder_name();
+        let healthy = self.healthy();
+        let transitions = match &self.known {
+            Known::Present { lease, .. } => Some(lease::transitions(lease)),
+            _ => None,
+        };
+        self.status.send_if_modified(|s| {
+            let before = s.clone();
+            s.role = Role::Following {
+                holder: holder.clone(),
+            };
+            s.fence_deadline = None;
+            s.healthy = healthy;
+            if let Some(t) = transitions {
+                s.lease_transitions = t;
+            }
+            *s != before
+        });
+    }
+
+    /// A record seen (GET, watch, write response).
+    fn observe(&mut self, lease: Lease) {
+        let now = self.now();
+        if let Some(rv) = &lease.metadata.resource_version {
+            self.watch_rv.clone_from(rv);
+        }
+        let changed = match &mut self.known {
+            Known::Present { lease: l, obs } => {
+                let changed = obs.update(&lease, now);
+                **l = lease;
+                changed
+            }
+            _ => {
+                let obs = Observation::new(&lease, now);
+                self.known = Known::Present {
+                    lease: Box::new(lease),
+                    obs,
+                };
+                true
+            }
+        };
+        if changed {
+            // New information: act on it at once (e.g. a release).
+            self.retry_at = now;
+            if let Known::Present { lease, .. } = &self.known {
+                debug!(
+                    identity = %self.cfg.identity,
+                    holder = lease::holder(lease).unwrap_or(""),
+                    resource_version = lease.metadata.resource_version.as_deref().unwrap_or(""),
+                    "lease record observed"
+                );
+            }
+        }
+    }
+
+    /// The Lease is known to be absent.
+    fn observe_absent(&mut self) {
+        let now = self.now();
+        let not_before = match &self.known {
+            // Deleted under a holder: that holder may still answer until its
+            // deadline; wait as if the record had expired.
+            Known::Present { lease, obs } => {
+                lease::may_acquire_at(lease, obs.at, self.cfg.lease_duration).max(now)
+            }
+            Known::Absent { not_before } => *not_before,
+            Known::Unknown => now,
+        };
+        self.known = Known::Absent { not_before };
+        self.retry_at = now;
+    }
+}
