@@ -27,7 +27,7 @@ use aya_ebpf::macros::{map, xdp};
 use aya_ebpf::maps::{Array, PerCpuArray, ProgramArray};
 use aya_ebpf::programs::XdpContext;
 
-/// Configuration, index 0. Layout shared with `vip_lab::bench::dataplane::GenConfig`
+/// Configuration, index 0. Layout shared with `vip_bench::dataplane::GenConfig`
 /// (repr(C), u64 fields only, same order).
 #[repr(C)]
 #[derive(Clone, Copy)]

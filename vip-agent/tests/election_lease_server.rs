@@ -16,9 +16,7 @@ use vip_agent::clock::MonoTime;
 use vip_agent::election::client::{ClientOptions, build_client};
 use vip_agent::election::kube_store::KubeLeaseStore;
 use vip_agent::election::{self, Clock, ElectionConfig, ElectionError, Fence, Role, Status};
-use vip_lab::lease_server::{
-    LeaseServer, LeaseServerHandle, LeaseServerOptions, PartitionMode, Target,
-};
+use vip_lease_server::{LeaseServer, LeaseServerHandle, LeaseServerOptions, PartitionMode, Target};
 
 const NS: &str = "kube-system";
 const NAME: &str = "vip-control-plane";

@@ -23,7 +23,7 @@ use vip_agent::dataplane::LINK_PIN;
 use vip_common::frame::craft::arp_request;
 use vip_common::maps::{COUNTERS_LEN, COUNTERS_MAP, Counter, VIPS_MAP};
 use vip_lab::agent::{Agent, PinDirGuard};
-use vip_lab::netns::{NetNs, require_root, run_checked};
+use vip_lab::netns::{NetNs, run_checked};
 use vip_lab::packet_socket::{self, EtherType, PacketSocket, parse_arp};
 use vip_lab::topology::{Endpoint, Pair};
 
@@ -239,18 +239,9 @@ fn mac_of(ep: &Endpoint) -> [u8; 6] {
         .unwrap()
 }
 
-macro_rules! root_or_skip {
-    () => {
-        if let Err(why) = require_root() {
-            eprintln!("skipping: {why}");
-            return;
-        }
-    };
-}
-
 #[test]
 fn ip_netns_exec_is_refused_and_leaves_nothing() {
-    root_or_skip!();
+    vip_lab::require_root!();
     let pair = Pair::new().expect("veth pair");
     let node = pair.a();
     let pins = PinDirGuard::new("netnsexec");
@@ -294,7 +285,7 @@ fn ip_netns_exec_is_refused_and_leaves_nothing() {
 
 #[test]
 fn detached_link_is_reattached() {
-    root_or_skip!();
+    vip_lab::require_root!();
     let pair = Pair::new().expect("veth pair");
     let (node, client) = (pair.a(), pair.b());
     let pins = PinDirGuard::new("detach");
@@ -321,7 +312,7 @@ fn detached_link_is_reattached() {
 
 #[test]
 fn removed_address_is_added_again() {
-    root_or_skip!();
+    vip_lab::require_root!();
     let pair = Pair::new().expect("veth pair");
     let (node, client) = (pair.a(), pair.b());
     let pins = PinDirGuard::new("addr");
@@ -354,7 +345,7 @@ fn removed_address_is_added_again() {
 
 #[test]
 fn interface_down_up_keeps_the_link() {
-    root_or_skip!();
+    vip_lab::require_root!();
     let pair = Pair::new().expect("veth pair");
     let (node, client) = (pair.a(), pair.b());
     let pins = PinDirGuard::new("downup");
@@ -387,7 +378,7 @@ fn interface_down_up_keeps_the_link() {
 
 #[test]
 fn recreated_interface_gets_a_new_link_and_mac() {
-    root_or_skip!();
+    vip_lab::require_root!();
     let pair = Pair::new().expect("veth pair");
     let (node, client) = (pair.a(), pair.b());
     let pins = PinDirGuard::new("recreate");
@@ -414,7 +405,7 @@ fn recreated_interface_gets_a_new_link_and_mac() {
 
 #[test]
 fn severed_pinned_link_at_start_is_replaced() {
-    root_or_skip!();
+    vip_lab::require_root!();
     let pair = Pair::new().expect("veth pair");
     let (node, client) = (pair.a(), pair.b());
     let pins = PinDirGuard::new("severed");
@@ -453,7 +444,7 @@ fn severed_pinned_link_at_start_is_replaced() {
 
 #[test]
 fn pinned_maps_of_another_layout_are_replaced_without_a_gap() {
-    root_or_skip!();
+    vip_lab::require_root!();
     let pair = Pair::new().expect("veth pair");
     let (node, client) = (pair.a(), pair.b());
     let pins = PinDirGuard::new("upgrade");
@@ -513,7 +504,7 @@ fn pinned_maps_of_another_layout_are_replaced_without_a_gap() {
 /// the agent logs the claimant's MAC and counts it, and keeps answering.
 #[test]
 fn conflicting_claims_are_logged_and_counted() {
-    root_or_skip!();
+    vip_lab::require_root!();
     let pair = Pair::new().expect("veth pair");
     let (node, client) = (pair.a(), pair.b());
     let pins = PinDirGuard::new("claim");

@@ -20,14 +20,10 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use aya::programs::{Xdp, XdpMode};
-use aya::{Ebpf, EbpfLoader};
 use nix::sys::signal::Signal;
 use vip_agent::dataplane::{LINK_PIN, OBJECT};
 use vip_common::frame::variants::{Variant, kernel_accepted};
-use vip_common::maps::PROGRAM_NAME;
-use vip_lab::agent::{Agent, PinDirGuard};
-use vip_lab::netns::require_root;
+use vip_lab::agent::{Agent, PinDirGuard, attach_pass_program};
 use vip_lab::packet_socket::{EtherType, PacketSocket};
 use vip_lab::topology::{Endpoint, Pair};
 
@@ -140,27 +136,15 @@ fn wait_silent(sock: &PacketSocket, plain: &[u8], what: &str) -> Duration {
     t0.elapsed()
 }
 
-/// In native mode, frames sent with XDP_TX on a veth are lost unless the peer
-/// has an XDP program too (platform notes).
-fn attach_pass_program(peer: &Endpoint) -> Ebpf {
-    peer.ns().run(|| {
-        let mut ebpf = EbpfLoader::new().load(OBJECT).expect("load object");
-        let p: &mut Xdp = ebpf.program_mut(PROGRAM_NAME).unwrap().try_into().unwrap();
-        p.load().unwrap();
-        p.attach_to_if_index(peer.ifindex(), XdpMode::Driver)
-            .expect("native XDP on the peer veth");
-        ebpf
-    })
-}
-
 fn scenario(mode: &str) {
-    if let Err(why) = require_root() {
-        eprintln!("skipping: {why}");
-        return;
-    }
+    vip_lab::require_root!();
     let pair = Pair::new().expect("veth pair");
     let (node, client) = (pair.a(), pair.b());
-    let _peer_prog = (mode == "native").then(|| attach_pass_program(client));
+    // Native XDP_TX on a veth needs a program on the peer (platform notes).
+    let _peer_prog = (mode == "native").then(|| {
+        attach_pass_program(client.ns(), client.ifindex(), OBJECT)
+            .expect("native XDP on the peer veth")
+    });
     let sock = client.packet_socket(EtherType::All).unwrap();
     let variants = kernel_accepted(
         client.mac(),

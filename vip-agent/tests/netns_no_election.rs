@@ -11,16 +11,13 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use aya::maps::{Map, MapData, PerCpuArray};
-use aya::programs::{Xdp, XdpMode};
-use aya::{Ebpf, EbpfLoader};
 use nix::sys::signal::Signal;
 use vip_agent::dataplane::{LINK_PIN, OBJECT};
 use vip_common::checksum::nd_checksum_ok;
 use vip_common::frame::craft::{arp_request, neighbour_solicitation};
 use vip_common::headers::{NdMsg, NdOpt};
-use vip_common::maps::{COUNTERS_LEN, COUNTERS_MAP, Counter, PROGRAM_NAME, VIPS_MAP};
-use vip_lab::agent::{Agent, PinDirGuard};
-use vip_lab::netns::require_root;
+use vip_common::maps::{COUNTERS_LEN, COUNTERS_MAP, Counter, VIPS_MAP};
+use vip_lab::agent::{Agent, PinDirGuard, attach_pass_program};
 use vip_lab::packet_socket::{EtherType, PacketSocket, parse_arp};
 use vip_lab::topology::{Endpoint, Pair};
 
@@ -39,20 +36,6 @@ fn counters(pin_dir: &Path) -> [u64; COUNTERS_LEN as usize] {
         *c = arr.get(&(i as u32), 0).expect("counter").iter().sum();
     }
     v
-}
-
-/// An XDP program on the peer veth: in native mode, frames sent with XDP_TX
-/// are lost unless the peer has one (platform notes). Our own program with an
-/// empty VIP map passes everything.
-fn attach_pass_program(peer: &Endpoint) -> Ebpf {
-    peer.ns().run(|| {
-        let mut ebpf = EbpfLoader::new().load(OBJECT).expect("load object");
-        let p: &mut Xdp = ebpf.program_mut(PROGRAM_NAME).unwrap().try_into().unwrap();
-        p.load().unwrap();
-        p.attach_to_if_index(peer.ifindex(), XdpMode::Driver)
-            .expect("native XDP on the peer veth");
-        ebpf
-    })
 }
 
 /// Sends an ARP request for the VIP and returns the replies seen within `wait`.
@@ -98,13 +81,14 @@ fn has_xdp(ep: &Endpoint) -> bool {
 }
 
 fn scenario(mode: &str) {
-    if let Err(why) = require_root() {
-        eprintln!("skipping: {why}");
-        return;
-    }
+    vip_lab::require_root!();
     let pair = Pair::new().expect("veth pair");
     let (node, client) = (pair.a(), pair.b());
-    let _peer_prog = (mode == "native").then(|| attach_pass_program(client));
+    // Native XDP_TX on a veth needs a program on the peer (platform notes).
+    let _peer_prog = (mode == "native").then(|| {
+        attach_pass_program(client.ns(), client.ifindex(), OBJECT)
+            .expect("native XDP on the peer veth")
+    });
     let pins = PinDirGuard::new(&format!("noel-{mode}"));
     let args: Vec<String> = [
         "run",
@@ -276,10 +260,7 @@ fn no_election_native_mode() {
 /// the stale address before it competes, and serves again.
 #[test]
 fn crash_leaves_the_fence_and_a_restart_adopts_it() {
-    if let Err(why) = require_root() {
-        eprintln!("skipping: {why}");
-        return;
-    }
+    vip_lab::require_root!();
     let pair = Pair::new().expect("veth pair");
     let (node, client) = (pair.a(), pair.b());
     let pins = PinDirGuard::new("adopt");

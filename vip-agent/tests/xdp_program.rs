@@ -34,19 +34,6 @@ const PEER6: [u8; 16] = [
     0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x02,
 ];
 
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
-macro_rules! require_root {
-    () => {
-        if !is_root() {
-            eprintln!("skipping: BPF_PROG_TEST_RUN needs root (CAP_BPF/CAP_SYS_ADMIN)");
-            return;
-        }
-    };
-}
-
 struct Prog {
     ebpf: Ebpf,
     vips: BpfHashMap<MapData, vip_common::VipKey, VipEntry>,
@@ -135,7 +122,7 @@ impl VipTable for Model {
 
 #[test]
 fn arp_request_gets_byte_exact_reply() {
-    require_root!();
+    vip_lab::require_root!();
     let mut p = Prog::load();
     p.active();
     let (action, out) = p.run(&arp_request(PEER_MAC, PEER4, VIP4, None));
@@ -153,7 +140,7 @@ fn arp_request_gets_byte_exact_reply() {
 
 #[test]
 fn neighbour_solicitation_gets_byte_exact_advertisement() {
-    require_root!();
+    vip_lab::require_root!();
     let mut p = Prog::load();
     p.active();
     for (slla, unicast, vlan) in [
@@ -204,7 +191,7 @@ fn neighbour_solicitation_gets_byte_exact_advertisement() {
 
 #[test]
 fn frames_it_passes_or_drops_come_back_unchanged() {
-    require_root!();
+    vip_lab::require_root!();
     let mut p = Prog::load();
     p.active();
     let ns = neighbour_solicitation(PEER_MAC, PEER6, VIP6, true, false, None);
@@ -279,7 +266,7 @@ fn frames_it_passes_or_drops_come_back_unchanged() {
 
 #[test]
 fn fenced_vips_are_dropped_and_counted() {
-    require_root!();
+    vip_lab::require_root!();
     let mut p = Prog::load();
     let before = p.counters();
     // Inactive.
@@ -357,7 +344,7 @@ fn fenced_vips_are_dropped_and_counted() {
 
 #[test]
 fn kernel_agrees_with_the_host_model_on_mutated_frames() {
-    require_root!();
+    vip_lab::require_root!();
     let mut p = Prog::load();
     p.active();
     let mut model = std::collections::HashMap::new();
@@ -430,7 +417,7 @@ fn mean_ns(p: &mut Prog, frame: &[u8], want: u32, runs: u32) -> f64 {
 /// Not a timing assert: prints the per-packet cost for the closing notes.
 #[test]
 fn per_packet_cost_is_reported() {
-    require_root!();
+    vip_lab::require_root!();
     let mut p = Prog::load();
     p.active();
     let runs = 100_000;

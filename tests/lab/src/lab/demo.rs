@@ -1,0 +1,235 @@
+//! `vip-lab demo`: build the lab, show the leader and the client's view live,
+//! crash the leader (SIGKILL, address left configured), then stop the new
+//! leader gracefully (SIGTERM), and print each failover's timeline and the
+//! measured outages.
+
+use std::io::Write as _;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+
+use super::probe::ClientView;
+use super::record::RunRecord;
+use super::{Implementation, Lab, LabConfig, Scenario, human};
+use crate::packet_socket::format_mac;
+
+/// What the status line shows as the current phase.
+#[derive(Clone)]
+struct Phase {
+    name: String,
+    started: Instant,
+    expected: Duration,
+}
+
+struct Status {
+    phase: Mutex<Phase>,
+    /// While false, the status line is not drawn (a block is being printed).
+    drawing: Mutex<bool>,
+}
+
+impl Status {
+    fn set(&self, name: &str, expected: Duration) {
+        *self.phase.lock().unwrap_or_else(PoisonError::into_inner) = Phase {
+            name: name.to_owned(),
+            started: Instant::now(),
+            expected,
+        };
+    }
+
+    /// Print a block of text above the status line.
+    fn print(&self, text: &str) {
+        let mut drawing = self.drawing.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut err = std::io::stderr().lock();
+        let _ = write!(err, "\r\x1b[2K{text}");
+        if !text.ends_with('\n') {
+            let _ = writeln!(err);
+        }
+        let _ = err.flush();
+        *drawing = true;
+    }
+
+    fn hide(&self) {
+        let mut drawing = self.drawing.lock().unwrap_or_else(PoisonError::into_inner);
+        *drawing = false;
+        let _ = write!(std::io::stderr(), "\r\x1b[2K");
+    }
+}
+
+fn bar(fraction: f64, width: usize) -> String {
+    let filled = ((fraction.clamp(0.0, 1.0)) * width as f64).round() as usize;
+    format!("{}{}", "#".repeat(filled), "-".repeat(width - filled))
+}
+
+fn status_line(t0: Instant, phase: &Phase, v: &ClientView, macs: &[(String, [u8; 6])]) -> String {
+    let who = |m: [u8; 6]| {
+        macs.iter()
+            .find(|(_, x)| *x == m)
+            .map_or("?", |(n, _)| n.as_str())
+            .to_owned()
+    };
+    let arp = match v.arp_mac {
+        Some(m) => format!("{} ({})", who(m), format_mac(&m)),
+        None => "-- nobody --".to_owned(),
+    };
+    let tcp = v.tcp_node.as_deref().unwrap_or("FAIL");
+    let el = phase.started.elapsed();
+    format!(
+        "[{:6.1}s] {:<26} [{}] | ARP: {arp:<27} | TCP: {tcp:<5} ok {:>5} fail {:>4} | split-brain {}",
+        t0.elapsed().as_secs_f64(),
+        phase.name,
+        bar(
+            el.as_secs_f64() / phase.expected.as_secs_f64().max(0.001),
+            16
+        ),
+        v.tcp_ok,
+        v.tcp_fail,
+        v.split_brain,
+    )
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// The timeline of one run, relative to the fault.
+pub fn timeline_text(r: &RunRecord) -> String {
+    let mut s = format!(
+        "--- {} ({}): timeline, t = 0 at the fault ---\n",
+        r.scenario, r.implementation
+    );
+    for e in &r.events {
+        let rel = e.at.as_secs_f64() - r.fault_at.as_secs_f64();
+        s.push_str(&format!("  {:+9.1} ms  {}\n", rel * 1000.0, e.what));
+    }
+    s.push_str(&summary_line(r));
+    s.push('\n');
+    s
+}
+
+/// Outages and split brain of one run, on one line.
+pub fn summary_line(r: &RunRecord) -> String {
+    let show = |o: Option<Duration>| o.map_or_else(|| "never recovered".to_owned(), ms);
+    format!(
+        "  outage: ARP {}  NS {}  TCP {}  | split-brain windows: {}  ({} ARP + {} NS probes, {} TCP connects)",
+        show(r.arp_outage()),
+        show(r.ns_outage()),
+        show(r.tcp_outage()),
+        r.split_brain_windows(),
+        r.arp.len(),
+        r.ns.len(),
+        r.tcp.len()
+    )
+}
+
+/// Run the demo.
+pub async fn run() -> anyhow::Result<()> {
+    crate::skip::ensure_root()?;
+    let t0 = Instant::now();
+    let implementation = Implementation::agent_defaults();
+    let cfg = LabConfig {
+        implementation: implementation.clone(),
+        ..LabConfig::default()
+    };
+    eprintln!(
+        "vip-lab demo: {} nodes + a client + a Lease API server in network namespaces on one bridge,\n\
+         {} (XDP in skb mode), VIP 192.0.2.200 / 2001:db8::200, probes: ARP every {}, TCP :6443 every 10 ms.\n\
+         Ctrl-C stops and cleans up.",
+        cfg.nodes,
+        implementation.label(),
+        human(cfg.probe_interval),
+    );
+    eprintln!("building the lab...");
+    let lab = Lab::start(cfg).await.context("starting the lab")?;
+    let status = Arc::new(Status {
+        phase: Mutex::new(Phase {
+            name: "electing a leader".into(),
+            started: Instant::now(),
+            expected: Duration::from_secs(4),
+        }),
+        drawing: Mutex::new(true),
+    });
+    let macs = lab.node_macs();
+    for (n, m) in &macs {
+        eprintln!("  {n}: {}", format_mac(m));
+    }
+    let painter = {
+        let status = status.clone();
+        let view = lab.client_view();
+        let macs = macs.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            // Bounded by the demo's own life (aborted at the end), and at most 10 min.
+            for _ in 0..6000 {
+                tick.tick().await;
+                let phase = status
+                    .phase
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone();
+                let line = status_line(t0, &phase, &view.borrow(), &macs);
+                let drawing = status
+                    .drawing
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                if *drawing {
+                    let mut err = std::io::stderr().lock();
+                    let _ = write!(err, "\r\x1b[2K{line}");
+                    let _ = err.flush();
+                }
+            }
+        })
+    };
+    let result = tokio::select! {
+        r = scenes(lab, &status) => r,
+        r = tokio::signal::ctrl_c() => {
+            // Dropping the scenes future drops the lab: agents killed, namespaces removed.
+            status.hide();
+            r.context("waiting for Ctrl-C")?;
+            eprintln!("interrupted: cleaned up");
+            painter.abort();
+            return Ok(());
+        }
+    };
+    painter.abort();
+    status.hide();
+    let records = result?;
+    eprintln!("\n=== summary ({:.1} s) ===", t0.elapsed().as_secs_f64());
+    for r in &records {
+        eprintln!("{:<14}{}", r.scenario, summary_line(r));
+    }
+    Ok(())
+}
+
+async fn scenes(mut lab: Lab, status: &Status) -> anyhow::Result<Vec<RunRecord>> {
+    let leader = lab.wait_for_leader(Duration::from_secs(20)).await?;
+    status.print(&format!(
+        "leader: {} (answers ARP for the VIP)",
+        lab.node_names()[leader]
+    ));
+    status.set("steady", Duration::from_secs(1));
+    // Let the viewer see the steady state for a moment.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut records = Vec::new();
+    for (scenario, text, expected) in [
+        (
+            Scenario::Crash,
+            "crash: SIGKILL the leader's agent (its address stays configured; the fence must expire)",
+            Duration::from_secs(7),
+        ),
+        (
+            Scenario::GracefulStop,
+            "graceful stop: SIGTERM the leader's agent (releases the Lease, followers watch)",
+            Duration::from_secs(3),
+        ),
+    ] {
+        status.print(&format!("\n>>> {text}"));
+        status.set(scenario.name(), expected);
+        let r = lab.run_scenario(scenario, 0).await?;
+        status.print(&timeline_text(&r));
+        records.push(r);
+    }
+    status.set("shutting down", Duration::from_secs(2));
+    lab.shutdown().await?;
+    Ok(records)
+}

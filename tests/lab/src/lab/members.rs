@@ -1,0 +1,299 @@
+//! The members of the lab (an agent or keepalived per node): their command
+//! lines, starting, stopping, signalling, and their logs.
+
+use std::path::Path;
+use std::sync::PoisonError;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail};
+use nix::sys::signal::Signal;
+
+use super::events;
+use super::host::with_agent;
+use super::timeline::Timeline;
+use super::{HEALTH_FAILURES, HEALTH_INTERVAL, Implementation, Lab, Member};
+use crate::agent::Agent;
+use crate::keepalived::Keepalived;
+use crate::topology::LAN_IFNAME;
+
+impl Lab {
+    pub(super) fn slot(&mut self, i: usize) -> &mut Member {
+        self.nodes[i]
+            .member
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(super) fn node_of_mac(&self, mac: [u8; 6]) -> Option<usize> {
+        (0..self.nodes.len()).find(|i| self.lan.node(*i).mac() == mac)
+    }
+
+    pub(super) fn agent_args(&self, i: usize) -> Vec<String> {
+        let Implementation::Agent {
+            lease,
+            renew,
+            retry,
+            xdp_mode,
+        } = &self.cfg.implementation
+        else {
+            return Vec::new();
+        };
+        let ms = |d: &Duration| format!("{}ms", d.as_millis());
+        [
+            "run",
+            "--interface",
+            LAN_IFNAME,
+            "--address",
+            &self.vip4.to_string(),
+            "--address",
+            &self.vip6.to_string(),
+            "--node-name",
+            &self.nodes[i].name,
+            "--kubeconfig",
+            &self.kubeconfig.display().to_string(),
+            "--api-server",
+            "",
+            "--xdp-mode",
+            xdp_mode,
+            "--pin-dir",
+            &self.nodes[i].pins.path().display().to_string(),
+            "--lease-duration",
+            &ms(lease),
+            "--renew-deadline",
+            &ms(renew),
+            "--retry-period",
+            &ms(retry),
+            "--health-check",
+            "--health-interval",
+            HEALTH_INTERVAL,
+            "--health-failures",
+            HEALTH_FAILURES,
+            "--metrics-addr",
+            "127.0.0.1:2112",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect()
+    }
+
+    pub(super) fn spawn_member(&mut self, i: usize) -> anyhow::Result<()> {
+        match &self.cfg.implementation {
+            Implementation::Agent { .. } => {
+                let bin = self
+                    .agent_bin
+                    .clone()
+                    .ok_or_else(|| anyhow!("no agent binary"))?;
+                self.spawn_agent(i, &bin)
+            }
+            Implementation::Keepalived { advert } => {
+                let member = Member::Keepalived(Keepalived::spawn(
+                    &self.nodes[i].name,
+                    self.lan.node(i).ns(),
+                    LAN_IFNAME,
+                    self.vip4,
+                    100,
+                    *advert,
+                    &self.workdir.0,
+                )?);
+                *self.slot(i) = member;
+                self.nodes[i].log_seen = 0;
+                Ok(())
+            }
+        }
+    }
+
+    /// Spawn node `i`'s agent from `bin` with the lab's arguments.
+    pub(super) fn spawn_agent(&mut self, i: usize, bin: &Path) -> anyhow::Result<()> {
+        let args = self.agent_args(i);
+        let agent = Agent::spawn(&self.nodes[i].name, self.lan.node(i).ns(), bin, &args)?;
+        *self.slot(i) = Member::Agent(agent);
+        self.nodes[i].log_seen = 0;
+        Ok(())
+    }
+
+    /// Wait until node `i`'s member runs (agent: XDP attached and competing).
+    pub(super) async fn wait_member_started(&mut self, i: usize) -> anyhow::Result<()> {
+        match std::mem::replace(self.slot(i), Member::Down) {
+            Member::Agent(agent) => {
+                let (agent, r) = with_agent(agent, |a| {
+                    a.wait_for_log("leader election starting", Duration::from_secs(20))
+                })
+                .await?;
+                *self.slot(i) = Member::Agent(agent);
+                r?;
+            }
+            Member::Keepalived(mut k) => {
+                let (k, r) = tokio::task::spawn_blocking(move || {
+                    let r = k.wait_for_state("BACKUP", Duration::from_secs(20));
+                    (k, r)
+                })
+                .await?;
+                *self.slot(i) = Member::Keepalived(k);
+                // A node may go straight to MASTER; only a start-up failure matters.
+                if let Err(e) = r
+                    && !matches!(&*self.slot(i), Member::Keepalived(k) if k.last_state() == Some("MASTER"))
+                {
+                    return Err(e);
+                }
+            }
+            Member::Down => bail!("{} is not running", self.nodes[i].name),
+        }
+        Ok(())
+    }
+
+    /// Drain the queued log lines of node `i`'s agent (so a later wait_for_log
+    /// only sees new lines).
+    pub(super) async fn drain_log(&mut self, i: usize) -> anyhow::Result<()> {
+        match std::mem::replace(self.slot(i), Member::Down) {
+            Member::Agent(agent) => {
+                let (agent, _) = with_agent(agent, |a| {
+                    // Times out at once after consuming what is queued.
+                    let _ = a.wait_for_log("\u{0}never matches", Duration::ZERO);
+                })
+                .await?;
+                *self.slot(i) = Member::Agent(agent);
+            }
+            // keepalived (or a node that is down): nothing to drain; put it back.
+            other => *self.slot(i) = other,
+        }
+        Ok(())
+    }
+
+    /// Wait for a log line of node `i`'s agent containing `pattern` (after the last drain).
+    pub(super) async fn wait_log(
+        &mut self,
+        i: usize,
+        pattern: &'static str,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        match std::mem::replace(self.slot(i), Member::Down) {
+            Member::Agent(agent) => {
+                let (agent, r) =
+                    with_agent(agent, move |a| a.wait_for_log(pattern, timeout)).await?;
+                *self.slot(i) = Member::Agent(agent);
+                r?;
+                Ok(())
+            }
+            other => {
+                *self.slot(i) = other;
+                Ok(())
+            }
+        }
+    }
+
+    /// Move the agent's new log lines into the timeline.
+    pub(super) fn collect_logs(&mut self, tl: &mut Timeline) {
+        for n in &mut self.nodes {
+            let lines = match n.member.get_mut().unwrap_or_else(PoisonError::into_inner) {
+                Member::Agent(a) => a.log(),
+                Member::Keepalived(k) => k.log(),
+                Member::Down => continue,
+            };
+            let mut previous: Option<String> = None;
+            for line in lines.iter().skip(n.log_seen) {
+                if self.cfg.echo_logs {
+                    eprintln!("[{}] {line}", n.name);
+                }
+                let Some(ev) = events::log_event(&n.name, line, tl.wall) else {
+                    continue;
+                };
+                let what = ev.what;
+                // The agent logs some steps twice (two layers): keep one.
+                if previous.as_ref() == Some(&what) {
+                    continue;
+                }
+                previous = Some(what.clone());
+                // keepalived lines carry no parsable timestamp: use "now".
+                let at = ev.at.unwrap_or_else(|| tl.now());
+                tl.push_at(at, what);
+            }
+            n.log_seen = lines.len();
+        }
+    }
+
+    /// Signal / stop / kill the member of node `i` as the scenario says.
+    pub(super) async fn stop_member(
+        &mut self,
+        i: usize,
+        tl: &mut Timeline,
+        graceful: bool,
+    ) -> anyhow::Result<()> {
+        self.collect_logs(tl);
+        let name = self.nodes[i].name.clone();
+        match std::mem::replace(self.slot(i), Member::Down) {
+            Member::Agent(agent) => {
+                if graceful {
+                    tl.push(format!("fault: SIGTERM to {name}'s agent"));
+                    let (agent, status) =
+                        with_agent(agent, |a| a.stop(Duration::from_secs(10))).await?;
+                    // Keep the log of the exited agent for the timeline.
+                    *self.slot(i) = Member::Agent(agent);
+                    self.collect_logs(tl);
+                    match status {
+                        Ok(s) => tl.push(format!("{name}: agent exited ({s})")),
+                        Err(e) => bail!("{name}: {e}"),
+                    }
+                } else {
+                    let mut agent = agent;
+                    tl.push(format!(
+                        "fault: SIGKILL to {name}'s agent (address stays configured)"
+                    ));
+                    agent.kill();
+                    tl.push(format!("{name}: agent killed"));
+                    *self.slot(i) = Member::Agent(agent);
+                    self.collect_logs(tl);
+                }
+                *self.slot(i) = Member::Down;
+            }
+            Member::Keepalived(mut k) => {
+                if graceful {
+                    tl.push(format!("fault: SIGTERM to {name}'s keepalived"));
+                    let (k, r) = tokio::task::spawn_blocking(move || {
+                        let r = k.stop(Duration::from_secs(10));
+                        (k, r)
+                    })
+                    .await?;
+                    *self.slot(i) = Member::Keepalived(k);
+                    self.collect_logs(tl);
+                    r?;
+                    tl.push(format!("{name}: keepalived exited"));
+                } else {
+                    tl.push(format!("fault: SIGKILL to {name}'s keepalived"));
+                    k.kill();
+                    *self.slot(i) = Member::Keepalived(k);
+                    self.collect_logs(tl);
+                }
+                *self.slot(i) = Member::Down;
+            }
+            Member::Down => bail!("{name} is not running"),
+        }
+        Ok(())
+    }
+
+    pub(super) fn signal_member(&self, i: usize, sig: Signal) -> anyhow::Result<()> {
+        match &*self.nodes[i]
+            .member
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+        {
+            Member::Agent(a) => a.signal(sig)?,
+            Member::Keepalived(k) => k.signal(sig)?,
+            Member::Down => bail!("{} is not running", self.nodes[i].name),
+        }
+        Ok(())
+    }
+
+    /// Start node `i`'s member again and wait until it competes.
+    pub(super) async fn restart_member(
+        &mut self,
+        i: usize,
+        tl: &mut Timeline,
+    ) -> anyhow::Result<()> {
+        self.collect_logs(tl);
+        self.spawn_member(i)?;
+        tl.push(format!("{}: started again", self.nodes[i].name));
+        self.wait_member_started(i).await?;
+        self.collect_logs(tl);
+        Ok(())
+    }
+}

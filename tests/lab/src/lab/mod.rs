@@ -1,0 +1,314 @@
+//! The lab: N control-plane nodes and a client in network namespaces on a
+//! bridge, the embedded Lease server in its own "api" namespace on the same
+//! bridge, real agents (or keepalived), a TCP service on the VIP in every
+//! node, and continuous probes from the client.
+//!
+//! Address plan (TestNet1): nodes 192.0.2.11.. / 2001:db8::11.., client
+//! 192.0.2.100, Lease server 192.0.2.90:6443, VIP 192.0.2.200 /
+//! 2001:db8::200. Agents run with `--xdp-mode skb` by default (generic XDP
+//! needs nothing on the veth peer); `xdp_mode: "native"` attaches an
+//! `XDP_PASS` program (the agent's own object, whose empty VIP map passes
+//! everything) to every node's bridge port, as native `XDP_TX` on veth needs.
+//!
+//! A scenario run ([`Lab::run_scenario`]): wait for a steady leader (the MAC
+//! answering ARP for the VIP, the Lease holder, followers watching), record
+//! 300 ms, inject the fault, record until the client sees a new leader answer
+//! ARP and TCP (bounded), undo the fault and bring the faulted node back as a
+//! healthy member (still recording: a node coming back must not answer
+//! twice), record 500 ms more. Events (fault, agent log lines with their own
+//! timestamps, Lease changes, leader changes seen by the client) go into
+//! [`record::RunRecord::events`].
+
+pub mod demo;
+mod events;
+mod host;
+mod members;
+pub mod probe;
+pub mod record;
+mod scenario;
+pub mod service;
+mod start;
+pub mod steady;
+pub mod storm;
+mod timeline;
+pub mod upgrade;
+mod waits;
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU32;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use vip_lease_server::{EventType, LeaseServerHandle};
+
+use crate::agent::{Agent, PinDirGuard};
+use crate::keepalived::Keepalived;
+use crate::netns::NetNs;
+use crate::topology::Lan;
+use probe::Prober;
+use service::VipService;
+
+pub use host::cleanup_stale;
+use host::{TaskGuard, WorkDir};
+use timeline::{Timeline, client_events};
+
+/// What holds the VIP.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Implementation {
+    /// vip-agent with these timings; `xdp_mode` is "native" or "skb".
+    Agent {
+        lease: Duration,
+        renew: Duration,
+        retry: Duration,
+        xdp_mode: String,
+    },
+    /// keepalived (VRRPv3) with this advertisement interval.
+    Keepalived { advert: Duration },
+}
+
+impl Implementation {
+    /// The agent's defaults: 3 s / 2 s / 500 ms, skb mode.
+    pub fn agent_defaults() -> Self {
+        Self::Agent {
+            lease: Duration::from_secs(3),
+            renew: Duration::from_secs(2),
+            retry: Duration::from_millis(500),
+            xdp_mode: "skb".into(),
+        }
+    }
+
+    /// Lease 1 s, renew 700 ms, retry 200 ms, skb mode.
+    pub fn agent_aggressive() -> Self {
+        Self::Agent {
+            lease: Duration::from_secs(1),
+            renew: Duration::from_millis(700),
+            retry: Duration::from_millis(200),
+            xdp_mode: "skb".into(),
+        }
+    }
+
+    /// e.g. "vip-agent 3s/2s/500ms", "keepalived advert 1s".
+    pub fn label(&self) -> String {
+        match self {
+            Self::Agent {
+                lease,
+                renew,
+                retry,
+                xdp_mode,
+            } => {
+                let mode = if xdp_mode == "skb" {
+                    String::new()
+                } else {
+                    format!(" ({xdp_mode})")
+                };
+                format!(
+                    "vip-agent {}/{}/{}{mode}",
+                    human(*lease),
+                    human(*renew),
+                    human(*retry)
+                )
+            }
+            Self::Keepalived { advert } => format!("keepalived advert {}", human(*advert)),
+        }
+    }
+}
+
+/// `3s`, `700ms`, `1.5s`.
+pub fn human(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else if ms < 1000 {
+        format!("{ms}ms")
+    } else {
+        format!("{}s", d.as_secs_f64())
+    }
+}
+
+/// How to build a [`Lab`].
+#[derive(Clone, Debug)]
+pub struct LabConfig {
+    pub nodes: usize,
+    pub implementation: Implementation,
+    pub probe_interval: Duration,
+    /// Print the agents' log lines (prefixed) as the lab reads them.
+    pub echo_logs: bool,
+}
+
+impl Default for LabConfig {
+    fn default() -> Self {
+        Self {
+            nodes: 3,
+            implementation: Implementation::agent_defaults(),
+            probe_interval: Duration::from_millis(5),
+            echo_logs: false,
+        }
+    }
+}
+
+/// A fault to inject into the leader (or the whole cluster).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Scenario {
+    /// SIGTERM to the leader's agent (drain, upgrade); restarted afterwards.
+    GracefulStop,
+    /// SIGKILL to the leader's agent; the node stays up with the address configured.
+    Crash,
+    /// SIGSTOP to the leader's agent; SIGCONT after the failover.
+    Freeze,
+    /// The leader's link cut at the switch (node death); restored afterwards.
+    LinkCut,
+    /// The leader cut off from the API server only (Lease server partition, hang).
+    ApiPartition,
+    /// The leader's local API server health (`/readyz`) failing.
+    HealthFail,
+    /// Every agent restarted (SIGTERM + start), followers first, the leader last.
+    RollingRestart,
+    /// The Lease server restarted (every connection dropped, 300 ms refusing).
+    LeaseServerRestart,
+}
+
+impl Scenario {
+    pub const ALL: [Scenario; 8] = [
+        Scenario::GracefulStop,
+        Scenario::Crash,
+        Scenario::Freeze,
+        Scenario::LinkCut,
+        Scenario::ApiPartition,
+        Scenario::HealthFail,
+        Scenario::RollingRestart,
+        Scenario::LeaseServerRestart,
+    ];
+
+    /// kebab-case name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Scenario::GracefulStop => "graceful-stop",
+            Scenario::Crash => "crash",
+            Scenario::Freeze => "freeze",
+            Scenario::LinkCut => "link-cut",
+            Scenario::ApiPartition => "api-partition",
+            Scenario::HealthFail => "health-fail",
+            Scenario::RollingRestart => "rolling-restart",
+            Scenario::LeaseServerRestart => "lease-server-restart",
+        }
+    }
+
+    /// Whether the scenario makes sense without a Lease (keepalived).
+    pub fn applies_to_keepalived(&self) -> bool {
+        matches!(
+            self,
+            Scenario::GracefulStop | Scenario::Crash | Scenario::Freeze | Scenario::LinkCut
+        )
+    }
+
+    /// Whether the VIP is expected to move to another node.
+    pub fn moves_vip(&self) -> bool {
+        !matches!(self, Scenario::LeaseServerRestart)
+    }
+}
+
+/// Where the Lease server listens (in the "api" namespace).
+const API_HOST: u8 = 90;
+/// Steady recording before the fault.
+const STEADY_BEFORE: Duration = Duration::from_millis(300);
+/// Steady recording after the faulted node is back.
+const STEADY_AFTER: Duration = Duration::from_millis(500);
+/// Lease name and namespace used by the agents (their defaults).
+const LEASE_NS: &str = "kube-system";
+const LEASE_NAME: &str = "vip-control-plane";
+/// Health check settings of the lab agents: unhealthy after 3 x 500 ms (short link
+/// cuts of the accuracy test must not trip it).
+const HEALTH_INTERVAL: &str = "500ms";
+const HEALTH_FAILURES: &str = "3";
+
+static LAB_COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// One committed Lease change, as the lab saw it.
+#[derive(Clone, Debug)]
+struct LeaseChange {
+    at: Instant,
+    holder: Option<String>,
+    kind: EventType,
+}
+
+/// What runs on a node.
+enum Member {
+    Agent(Agent),
+    Keepalived(Keepalived),
+    Down,
+}
+
+struct Node {
+    name: String,
+    // Field order is drop order: the process first, then its pins.
+    /// In a mutex only so that `Lab` is `Sync` (an agent's log receiver is not).
+    member: Mutex<Member>,
+    /// Log lines of the current agent already turned into events.
+    log_seen: usize,
+    pins: PinDirGuard,
+    _service: VipService,
+}
+
+/// The lab. Everything is torn down on [`Lab::shutdown`] or on drop (so on
+/// panic too). Ctrl-C: the caller selects on it and drops the lab (see
+/// [`demo::run`]); `netns::install_signal_cleanup` alone would delete the
+/// namespaces but leave the agent processes running. Whatever a killed run
+/// leaves (namespaces, links, agents, pins) is removed by the next
+/// [`Lab::start`] ([`cleanup_stale`]).
+pub struct Lab {
+    cfg: LabConfig,
+    // Field order is drop order: probes, processes, server, namespaces, files.
+    prober: Prober,
+    nodes: Vec<Node>,
+    _lease_task: Option<TaskGuard>,
+    server: Option<LeaseServerHandle>,
+    _pass_programs: Vec<aya::Ebpf>,
+    api_ns: NetNs,
+    lan: Lan,
+    workdir: WorkDir,
+    lease_log: Arc<Mutex<Vec<LeaseChange>>>,
+    kubeconfig: PathBuf,
+    agent_bin: Option<PathBuf>,
+    vip4: Ipv4Addr,
+    vip6: Ipv6Addr,
+    tag: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_and_names() {
+        assert_eq!(
+            Implementation::agent_defaults().label(),
+            "vip-agent 3s/2s/500ms"
+        );
+        assert_eq!(
+            Implementation::agent_aggressive().label(),
+            "vip-agent 1s/700ms/200ms"
+        );
+        assert_eq!(
+            Implementation::Keepalived {
+                advert: Duration::from_secs(1)
+            }
+            .label(),
+            "keepalived advert 1s"
+        );
+        let names: Vec<_> = Scenario::ALL.iter().map(Scenario::name).collect();
+        assert_eq!(names.len(), 8);
+        assert!(
+            names
+                .iter()
+                .all(|n| n.chars().all(|c| c.is_ascii_lowercase() || c == '-'))
+        );
+        assert_eq!(
+            Scenario::ALL
+                .iter()
+                .filter(|s| s.applies_to_keepalived())
+                .count(),
+            4
+        );
+    }
+}

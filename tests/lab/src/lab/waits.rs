@@ -1,0 +1,180 @@
+//! Waiting for the lab's states: a leader answering ARP and TCP, the Lease
+//! holder, followers watching, a new leader after a fault.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail};
+
+use vip_lease_server::LeaseServerHandle;
+
+use super::{Implementation, LEASE_NAME, LEASE_NS, Lab};
+use crate::packet_socket::format_mac;
+
+impl Lab {
+    /// Index of the node whose MAC answers ARP for the VIP, steadily (at
+    /// least 5 windows in a row, alone), as the client's probes see it.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> anyhow::Result<usize> {
+        let macs: Vec<[u8; 6]> = self.node_macs().into_iter().map(|(_, m)| m).collect();
+        let mut view = self.prober.view();
+        let r = tokio::time::timeout(
+            timeout,
+            view.wait_for(|v| v.arp_streak >= 5 && v.arp_mac.is_some_and(|m| macs.contains(&m))),
+        )
+        .await;
+        match r {
+            Ok(Ok(v)) => {
+                let mac = v.arp_mac.expect("checked");
+                self.node_of_mac(mac)
+                    .ok_or_else(|| anyhow!("unknown MAC {}", format_mac(&mac)))
+            }
+            Ok(Err(_)) => bail!("the probes stopped"),
+            Err(_) => bail!(
+                "no node answered ARP for {} steadily within {timeout:?} (client view: {:?})",
+                self.vip4,
+                *self.prober.view().borrow()
+            ),
+        }
+    }
+
+    /// Wait until the client's TCP connects are answered by `name`.
+    pub(super) async fn wait_tcp_from(&self, name: &str, timeout: Duration) -> anyhow::Result<()> {
+        let mut view = self.prober.view();
+        tokio::time::timeout(
+            timeout,
+            view.wait_for(|v| v.tcp_streak >= 2 && v.tcp_node.as_deref() == Some(name)),
+        )
+        .await
+        .map_err(|_| {
+            anyhow!(
+                "TCP to the VIP not answered by {name} within {timeout:?} (client view: {:?})",
+                *self.prober.view().borrow()
+            )
+        })?
+        .map_err(|_| anyhow!("the probes stopped"))?;
+        Ok(())
+    }
+
+    /// Wait until the Lease holder is `name`.
+    pub(super) async fn wait_holder(&self, name: &str, timeout: Duration) -> anyhow::Result<()> {
+        let Some(server) = &self.server else {
+            return Ok(());
+        };
+        server
+            .wait_for_lease(LEASE_NS, LEASE_NAME, timeout, |l| {
+                l.and_then(|l| l.spec.as_ref())
+                    .and_then(|s| s.holder_identity.as_deref())
+                    == Some(name)
+            })
+            .await
+            .ok_or_else(|| anyhow!("the Lease holder did not become {name} within {timeout:?}"))?;
+        Ok(())
+    }
+
+    /// Wait until every agent but `except` holds a watch on the Lease (so a
+    /// release is seen at once). Bounded poll of the server's counters: the
+    /// server has no event for "a watch was opened".
+    pub(super) async fn wait_watching(
+        &self,
+        except: Option<usize>,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        let Some(server) = &self.server else {
+            return Ok(());
+        };
+        let deadline = Instant::now() + timeout;
+        for (i, n) in self.nodes.iter().enumerate() {
+            if Some(i) == except {
+                continue;
+            }
+            let open_watches = |s: &LeaseServerHandle| {
+                s.requests().iter().rev().take(2000).any(|r| {
+                    r.identity.as_deref() == Some(&n.name)
+                        && r.verb == vip_lease_server::Verb::Watch
+                })
+            };
+            while !open_watches(server) {
+                if Instant::now() >= deadline {
+                    bail!("{} opened no watch on the Lease within {timeout:?}", n.name);
+                }
+                // Bounded poll interval (no event exists for this).
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Wait until the client sees a node other than `old` answer ARP steadily
+    /// and TCP; returns its index.
+    pub(super) async fn wait_new_leader(
+        &self,
+        old: Option<usize>,
+        timeout: Duration,
+    ) -> anyhow::Result<usize> {
+        let old_mac = old.map(|i| self.lan.node(i).mac());
+        let macs: Vec<(String, [u8; 6])> = self.node_macs();
+        let mut view = self.prober.view();
+        let found = tokio::time::timeout(
+            timeout,
+            view.wait_for(|v| {
+                let Some(m) = v.arp_mac else { return false };
+                if Some(m) == old_mac || v.arp_streak < 3 {
+                    return false;
+                }
+                let name = macs
+                    .iter()
+                    .find(|(_, mm)| *mm == m)
+                    .map(|(n, _)| n.as_str());
+                name.is_some() && v.tcp_node.as_deref() == name
+            }),
+        )
+        .await;
+        match found {
+            Ok(Ok(v)) => self
+                .node_of_mac(v.arp_mac.expect("checked"))
+                .ok_or_else(|| anyhow!("unknown MAC")),
+            Ok(Err(_)) => bail!("the probes stopped"),
+            Err(_) => bail!(
+                "no new leader seen by the client within {timeout:?} (client view: {:?})",
+                *self.prober.view().borrow()
+            ),
+        }
+    }
+
+    /// Bound on a failover: lease + retry + health detection + slack.
+    pub(super) fn recovery_bound(&self) -> Duration {
+        match &self.cfg.implementation {
+            Implementation::Agent { lease, retry, .. } => {
+                *lease + *retry * 2 + Duration::from_secs(8)
+            }
+            Implementation::Keepalived { advert } => *advert * 4 + Duration::from_secs(8),
+        }
+    }
+
+    pub(super) fn renew_deadline(&self) -> Option<Duration> {
+        match &self.cfg.implementation {
+            Implementation::Agent { renew, .. } => Some(*renew),
+            Implementation::Keepalived { .. } => None,
+        }
+    }
+
+    /// Steady state: a leader answering ARP and TCP, holding the Lease, the
+    /// others watching. Returns the leader's index.
+    pub(super) async fn steady(&self) -> anyhow::Result<usize> {
+        let bound = self.recovery_bound() + Duration::from_secs(10);
+        let leader = self.wait_for_leader(bound).await?;
+        let name = self.nodes[leader].name.clone();
+        self.wait_holder(&name, Duration::from_secs(10)).await?;
+        self.wait_tcp_from(&name, Duration::from_secs(10)).await?;
+        self.wait_watching(Some(leader), Duration::from_secs(10))
+            .await?;
+        // The leader may have changed meanwhile (e.g. a restarted node): check again.
+        let again = self.wait_for_leader(Duration::from_secs(5)).await?;
+        if again != leader {
+            bail!(
+                "leader changed from {name} to {} while settling",
+                self.nodes[again].name
+            );
+        }
+        Ok(leader)
+    }
+}

@@ -1,0 +1,11 @@
+//! The lab: namespace topologies, agents and keepalived in namespaces, probes,
+//! scenarios; the Lease API server is the `vip-lease-server` crate, the
+//! benchmarks and the `vip-lab` command are `vip-bench`.
+pub mod agent;
+pub mod keepalived;
+pub mod lab;
+pub mod netns;
+pub mod packet_socket;
+pub mod skip;
+pub mod topology;
+pub mod upgrade;

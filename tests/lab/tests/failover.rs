@@ -1,0 +1,142 @@
+//! Short failover runs with real agents (defaults 3 s / 2 s / 500 ms, skb
+//! XDP), 2 repeats each: the outage stays within generous bounds, and no
+//! probe window ever sees two MACs answer for the VIP (the invariant, not
+//! generous at all).
+//!
+//! Needs root (namespaces, XDP, bpffs) and a built `vip-agent`; skips with a
+//! reason otherwise. Run with `--test-threads 1`.
+
+use std::time::Duration;
+
+use vip_lab::lab::demo::timeline_text;
+use vip_lab::lab::{Implementation, Lab, LabConfig, Scenario};
+
+const REPEATS: u32 = 2;
+
+async fn check(scenario: Scenario, bound: impl Fn(&Implementation) -> Duration) {
+    check_with(LabConfig::default(), scenario, bound).await;
+}
+
+async fn check_with(
+    cfg: LabConfig,
+    scenario: Scenario,
+    bound: impl Fn(&Implementation) -> Duration,
+) {
+    vip_lab::require_lab!();
+    let limit = bound(&cfg.implementation);
+    let mut lab = Lab::start(cfg).await.expect("lab");
+    let mut failures = Vec::new();
+    for repeat in 0..REPEATS {
+        let r = match lab.run_scenario(scenario, repeat).await {
+            Ok(r) => r,
+            Err(e) => {
+                failures.push(format!("#{repeat}: {e:#}"));
+                break;
+            }
+        };
+        eprintln!("{}", timeline_text(&r));
+        let split = r.split_brain_windows();
+        if split != 0 {
+            failures.push(format!("#{repeat}: {split} split-brain windows"));
+        }
+        // The MAC that answers ARP for the VIP is the Lease holder's.
+        match lab.wait_for_leader(Duration::from_secs(10)).await {
+            Ok(i) => {
+                let answering = lab.node_names()[i].clone();
+                let holder = lab
+                    .lease_server()
+                    .and_then(|s| s.lease("kube-system", "vip-control-plane"))
+                    .and_then(|l| l.spec)
+                    .and_then(|s| s.holder_identity);
+                if holder.as_deref() != Some(answering.as_str()) {
+                    failures.push(format!(
+                        "#{repeat}: {answering}'s MAC answers but the Lease names {holder:?}"
+                    ));
+                }
+            }
+            Err(e) => failures.push(format!("#{repeat}: no node answers after the run: {e:#}")),
+        }
+        for (kind, o) in [
+            ("ARP", r.arp_outage()),
+            ("NS", r.ns_outage()),
+            ("TCP", r.tcp_outage()),
+        ] {
+            match o {
+                Some(o) if o <= limit => {}
+                Some(o) => failures.push(format!("#{repeat}: {kind} outage {o:?} > {limit:?}")),
+                None => failures.push(format!("#{repeat}: {kind} never recovered")),
+            }
+        }
+    }
+    lab.shutdown().await.expect("shutdown");
+    assert!(
+        failures.is_empty(),
+        "{}: {}",
+        scenario.name(),
+        failures.join("; ")
+    );
+}
+
+/// lease + retry + 1 s: the worst case of a silent leader.
+fn silent_leader(i: &Implementation) -> Duration {
+    match i {
+        Implementation::Agent { lease, retry, .. } => *lease + *retry + Duration::from_secs(1),
+        Implementation::Keepalived { advert } => *advert * 4 + Duration::from_secs(1),
+    }
+}
+
+fn one_second(_: &Implementation) -> Duration {
+    Duration::from_secs(1)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_stop() {
+    check(Scenario::GracefulStop, one_second).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash() {
+    check(Scenario::Crash, silent_leader).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn freeze() {
+    check(Scenario::Freeze, silent_leader).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn link_cut() {
+    check(Scenario::LinkCut, silent_leader).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_partition() {
+    check(Scenario::ApiPartition, silent_leader).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_fail() {
+    // Health failure is a graceful step-down (release, watch): fast once detected.
+    check(Scenario::HealthFail, one_second).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_restart() {
+    check(Scenario::RollingRestart, one_second).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_server_restart() {
+    check(Scenario::LeaseServerRestart, one_second).await;
+}
+
+/// Five real agents: one leader, crash and graceful takeover, MAC = holder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_nodes_crash_and_graceful() {
+    let cfg = || LabConfig {
+        nodes: 5,
+        ..LabConfig::default()
+    };
+    check_with(cfg(), Scenario::Crash, silent_leader).await;
+    check_with(cfg(), Scenario::GracefulStop, one_second).await;
+}
