@@ -12,7 +12,10 @@
 //! object at run time too; it always adds `-Cdebuginfo=2 -Clink-arg=--btf`,
 //! which would change the program the tests load; and its only
 //! `rerun-if-changed` input is the eBPF crate's folder, not the shared packet
-//! logic in `vip-common`. [`rerun_inputs`] lists every input instead.
+//! logic in `vip-common`; it also runs `cargo build --package` from the
+//! current folder, which does not see our eBPF crates (excluded from the root
+//! workspace) without a `set_current_dir`. [`inputs`] lists every input
+//! instead, and only paths that exist.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

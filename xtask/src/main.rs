@@ -1,5 +1,5 @@
 //! Developer flows, `cargo xtask <command>`:
-//! `setup` (install what a fresh machine lacks), `build-ebpf [--release]`,
+//! `setup` (install what a fresh machine lacks), `build-ebpf [--release] [--bench]`,
 //! `test` (every test, the house rules included), `image [--tag]`, `demo`,
 //! `bench (failover | dataplane)` and `fuzz [--seconds]`.
 
@@ -38,6 +38,9 @@ enum Cmd {
     BuildEbpf {
         #[arg(long)]
         release: bool,
+        /// Build the data-plane benchmark's programs (bench-ebpf) instead.
+        #[arg(long)]
+        bench: bool,
     },
     /// Run every test: host unit tests, eBPF program tests, namespace tests and
     /// the house rules (xtask/tests/house_rules.rs).
@@ -77,10 +80,15 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Cmd::Setup => setup(),
-        Cmd::BuildEbpf { release } => {
+        Cmd::BuildEbpf { release, bench } => {
             setup()?;
             let started = Instant::now();
-            let object = ebpf_build::build(release).map_err(anyhow::Error::msg)?;
+            let object = if bench {
+                ebpf_build::build_bench(release)
+            } else {
+                ebpf_build::build(release)
+            }
+            .map_err(anyhow::Error::msg)?;
             let size = std::fs::metadata(&object)?.len();
             eprintln!(
                 "built in {:.1} s, {size} bytes",
