@@ -16,6 +16,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use vip_common::maps::PROGRAM_NAME;
 
+use crate::agent_log::{self, AgentEvent};
 use crate::netns::NetNs;
 
 #[derive(Debug, thiserror::Error)]
@@ -29,9 +30,7 @@ pub enum Error {
         what: String,
         source: std::io::Error,
     },
-    #[error(
-        "agent {name}: no log line containing {pattern:?} within {timeout:?}; last lines:\n{tail}"
-    )]
+    #[error("agent {name}: no log line with {pattern} within {timeout:?}; last lines:\n{tail}")]
     LogTimeout {
         name: String,
         pattern: String,
@@ -48,6 +47,29 @@ pub enum Error {
         ifindex: u32,
         detail: String,
     },
+}
+
+/// Whether the agent binary `bin` takes `--log-format json` (every build
+/// since the flag came; the upgrade test's old build does not). Asked once
+/// per binary, from its `run --help`.
+pub fn logs_json(bin: &Path) -> Result<bool, Error> {
+    static SEEN: Mutex<Vec<(PathBuf, bool)>> = Mutex::new(Vec::new());
+    let mut seen = SEEN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((_, json)) = seen.iter().find(|(p, _)| p == bin) {
+        return Ok(*json);
+    }
+    let out = Command::new(bin)
+        .args(["run", "--help"])
+        .output()
+        .map_err(|source| Error::Spawn {
+            what: format!("{} run --help", bin.display()),
+            source,
+        })?;
+    let json = String::from_utf8_lossy(&out.stdout).contains("--log-format");
+    seen.push((bin.to_owned(), json));
+    Ok(json)
 }
 
 /// Load `object` (the agent's XDP object) and attach its program ([`PROGRAM_NAME`]) in
@@ -173,25 +195,53 @@ impl Agent {
     /// Waits for the next log line (after those already consumed) containing
     /// `pattern`. Returns that line.
     pub fn wait_for_log(&mut self, pattern: &str, timeout: Duration) -> Result<String, Error> {
+        self.wait_for(&format!("a line containing {pattern:?}"), timeout, |line| {
+            line.contains(pattern).then(|| line.to_owned())
+        })
+    }
+
+    /// Waits for the next log line (after those already consumed) that is
+    /// the event `name` (one of `vip_common::events`; see [`agent_log`]).
+    pub fn wait_for_event(&mut self, name: &str, timeout: Duration) -> Result<AgentEvent, Error> {
+        self.wait_for(&format!("the event {name:?}"), timeout, |line| {
+            agent_log::parse(line).filter(|ev| ev.name == name)
+        })
+    }
+
+    /// Consumes log lines until `found` returns something, or `timeout`.
+    fn wait_for<T>(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        mut found: impl FnMut(&str) -> Option<T>,
+    ) -> Result<T, Error> {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.rx.recv_timeout(left) {
                 Ok(line) => {
                     self.seen += 1;
-                    if line.contains(pattern) {
-                        return Ok(line);
+                    if let Some(t) = found(&line) {
+                        return Ok(t);
                     }
                 }
                 Err(_) => {
                     return Err(Error::LogTimeout {
                         name: self.name.clone(),
-                        pattern: pattern.to_owned(),
+                        pattern: what.to_owned(),
                         timeout,
                         tail: self.tail(20),
                     });
                 }
             }
+        }
+    }
+
+    /// Consumes the log lines queued so far, so that a later wait only sees
+    /// new ones.
+    pub fn drain_log(&mut self) {
+        while self.rx.try_recv().is_ok() {
+            self.seen += 1;
         }
     }
 

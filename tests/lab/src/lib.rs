@@ -2,6 +2,7 @@
 //! scenarios; the Lease API server is the `vip-lease-server` crate, the
 //! benchmarks and the `vip-lab` command are `vip-bench`.
 pub mod agent;
+pub mod agent_log;
 pub mod keepalived;
 pub mod lab;
 pub mod netns;

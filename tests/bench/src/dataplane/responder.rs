@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use vip_common::events;
 
 use super::counters::gen_stats;
 use super::generator::Gen;
@@ -61,6 +62,8 @@ pub(super) fn start_responder(
                 &pins.path().display().to_string(),
                 "--metrics-addr",
                 "",
+                "--log-format",
+                "json",
             ]
             .iter()
             .map(|s| s.to_string())
@@ -72,16 +75,16 @@ pub(super) fn start_responder(
                 &args,
             )
             .context("starting vip-agent")?;
-            let line = agent
-                .wait_for_log("XDP responder attached", AGENT_START)
+            let attached = agent
+                .wait_for_event(events::XDP_ATTACHED, AGENT_START)
                 .context("waiting for the agent to attach")?;
             anyhow::ensure!(
-                line.contains(&format!("mode=\"{}\"", mode.name())),
-                "agent attached in another mode than {}: {line}",
+                attached.field("mode").as_deref() == Some(mode.name()),
+                "agent attached in another mode than {}: {attached:?}",
                 mode.name()
             );
             agent
-                .wait_for_log("leading", AGENT_START)
+                .wait_for_event(events::LEADING, AGENT_START)
                 .context("waiting for the agent to lead")?;
             Ok(Responder {
                 agent: Some(agent),

@@ -1,12 +1,15 @@
-//! Agent log lines as timeline events: which lines matter and what they say.
-//!
-//! The one entry point is [`log_event`]; it matches the agent's text log
-//! lines (the matching moves to the agent's JSON `event` field later).
+//! Agent log events on the lab's timeline: which events matter and what they
+//! say. The one entry point is [`log_event`]; it reads the agent's structured
+//! log ([`crate::agent_log`]: the JSON `event` field), never its human text.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
+
+use vip_common::events;
+
+use crate::agent_log::{self, AgentEvent};
 
 /// An interesting log line: when the line says it happened (`None`: the line
-/// has no parsable timestamp, as keepalived's) and what happened.
+/// has no parsable timestamp) and what happened.
 pub(super) struct LogEvent {
     pub(super) at: Option<Duration>,
     pub(super) what: String,
@@ -15,85 +18,64 @@ pub(super) struct LogEvent {
 /// The event of `node`'s log `line`, or `None` for an uninteresting line;
 /// times are since `wall0`.
 pub(super) fn log_event(node: &str, line: &str, wall0: SystemTime) -> Option<LogEvent> {
-    let what = describe_log(node, line)?;
+    let ev = agent_log::parse(line)?;
+    let what = describe(&ev)?;
     Some(LogEvent {
-        at: log_time(line, wall0),
-        what,
+        at: ev.since(wall0),
+        what: format!("{node}: {what}"),
     })
 }
 
-/// Time of an agent log line (tracing's RFC 3339 prefix) since `wall0`.
-fn log_time(line: &str, wall0: SystemTime) -> Option<Duration> {
-    let ts: k8s_openapi::jiff::Timestamp = line.split_whitespace().next()?.parse().ok()?;
-    let t = ts.as_nanosecond();
-    let t0 = i128::try_from(wall0.duration_since(UNIX_EPOCH).ok()?.as_nanos()).ok()?;
-    let d = u64::try_from(t - t0).ok()?;
-    Some(Duration::from_nanos(d))
-}
-
-/// A short description of an interesting agent log line.
-fn describe_log(node: &str, line: &str) -> Option<String> {
-    let field = |key: &str| {
-        line.split_whitespace()
-            .find_map(|t| t.strip_prefix(key))
-            .map(|v| v.trim_matches('"').to_owned())
-    };
-    let what = if line.contains("acquired the lease") {
-        format!(
+/// A short description of an interesting agent event.
+fn describe(ev: &AgentEvent) -> Option<String> {
+    let field = |key: &str| ev.field(key).unwrap_or_default();
+    Some(match ev.name.as_str() {
+        events::LEASE_ACQUIRED => format!(
             "acquired the Lease (previous holder {:?})",
-            field("previous_holder=").unwrap_or_default()
-        )
-    } else if line.contains("leading: answering for the VIP") {
-        "fence active, VIP address added: answering".into()
-    } else if line.contains("could not renew the lease before the fence deadline") {
-        "fence deadline passed: silent".into()
-    } else if line.contains("stepping down") {
-        format!(
+            field("previous_holder")
+        ),
+        events::LEADING => "fence active, VIP address added: answering".into(),
+        events::RENEW_DEADLINE_MISSED => "fence deadline passed: silent".into(),
+        events::STEPPING_DOWN => format!(
             "stepping down ({})",
-            field("reason=").unwrap_or_else(|| "?".into())
-        )
-    } else if line.contains("lease released") {
-        "Lease released".into()
-    } else if line.contains("following: VIP fenced and removed") {
-        "VIP fenced, address removed".into()
-    } else if line.contains("health check failing") {
-        "health check failing: unhealthy".into()
-    } else if line.contains("health check passing again") {
-        "health check passing again".into()
-    } else if line.contains("SIGTERM: stopping") {
-        "SIGTERM received".into()
-    } else if line.contains("adopted it") {
-        "adopted the pinned fence of the earlier agent".into()
-    } else if line.contains("removed a stale VIP address") {
-        format!(
-            "removed the stale VIP address {}",
-            field("ip=").unwrap_or_default()
-        )
-    } else if line.contains("renew failed") {
-        "renew failed".into()
-    } else if line.contains("lost the lease") {
-        "lost the Lease".into()
-    } else if line.contains("leader election starting") {
-        "started, competing".into()
-    } else {
-        return None;
-    };
-    Some(format!("{node}: {what}"))
+            ev.field("reason").unwrap_or_else(|| "?".into())
+        ),
+        events::LEASE_RELEASED => "Lease released".into(),
+        events::FOLLOWING => "VIP fenced, address removed".into(),
+        events::HEALTH_FAILING => "health check failing: unhealthy".into(),
+        events::HEALTH_PASSING => "health check passing again".into(),
+        events::SIGTERM_STOPPING => "SIGTERM received".into(),
+        events::ADOPTED_PINS => "adopted the pinned fence of the earlier agent".into(),
+        events::STALE_VIP_REMOVED => format!("removed the stale VIP address {}", field("ip")),
+        events::RENEW_FAILED => "renew failed".into(),
+        events::LEASE_LOST => "lost the Lease".into(),
+        events::ELECTION_STARTING => "started, competing".into(),
+        events::REPAIRED => format!("repaired ({})", field("kind")),
+        events::CONFLICTING_CLAIM => format!("conflicting claim from {}", field("mac")),
+        _ => return None,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::UNIX_EPOCH;
 
     #[test]
-    fn parses_log_lines() {
+    fn describes_json_events() {
         let wall = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        let line = "2023-11-14T22:13:20.250000Z  INFO vip_agent::election: acquired the lease identity=node1 previous_holder=\"node0\"";
-        assert_eq!(log_time(line, wall), Some(Duration::from_millis(250)));
+        let line = r#"{"timestamp":"2023-11-14T22:13:20.250000Z","level":"INFO","message":"acquired the lease","identity":"node1","previous_holder":"node0","event":"lease_acquired"}"#;
+        let ev = log_event("node1", line, wall).expect("an event");
+        assert_eq!(ev.at, Some(Duration::from_millis(250)));
         assert_eq!(
-            describe_log("node1", line).as_deref(),
-            Some("node1: acquired the Lease (previous holder \"node0\")")
+            ev.what,
+            "node1: acquired the Lease (previous holder \"node0\")"
         );
-        assert_eq!(describe_log("n", "x renewed"), None);
+        // A renewal is not on the timeline; the human text alone is no event.
+        let renewed =
+            r#"{"timestamp":"2023-11-14T22:13:20Z","message":"renewed","event":"renewed"}"#;
+        assert!(log_event("n", renewed, wall).is_none());
+        let text_only = r#"{"timestamp":"2023-11-14T22:13:20Z","message":"acquired the lease"}"#;
+        assert!(log_event("n", text_only, wall).is_none());
     }
 }

@@ -104,7 +104,10 @@ impl Lab {
 
     /// Spawn node `i`'s agent from `bin` with the lab's arguments.
     pub(super) fn spawn_agent(&mut self, i: usize, bin: &Path) -> anyhow::Result<()> {
-        let args = self.agent_args(i);
+        let mut args = self.agent_args(i);
+        if crate::agent::logs_json(bin)? {
+            args.extend(["--log-format".to_owned(), "json".to_owned()]);
+        }
         let agent = Agent::spawn(&self.nodes[i].name, self.lan.node(i).ns(), bin, &args)?;
         *self.slot(i) = Member::Agent(agent);
         self.nodes[i].log_seen = 0;
@@ -116,7 +119,10 @@ impl Lab {
         match std::mem::replace(self.slot(i), Member::Down) {
             Member::Agent(agent) => {
                 let (agent, r) = with_agent(agent, |a| {
-                    a.wait_for_log("leader election starting", Duration::from_secs(20))
+                    a.wait_for_event(
+                        vip_common::events::ELECTION_STARTING,
+                        Duration::from_secs(20),
+                    )
                 })
                 .await?;
                 *self.slot(i) = Member::Agent(agent);
@@ -146,11 +152,7 @@ impl Lab {
     pub(super) async fn drain_log(&mut self, i: usize) -> anyhow::Result<()> {
         match std::mem::replace(self.slot(i), Member::Down) {
             Member::Agent(agent) => {
-                let (agent, _) = with_agent(agent, |a| {
-                    // Times out at once after consuming what is queued.
-                    let _ = a.wait_for_log("\u{0}never matches", Duration::ZERO);
-                })
-                .await?;
+                let (agent, ()) = with_agent(agent, |a| a.drain_log()).await?;
                 *self.slot(i) = Member::Agent(agent);
             }
             // keepalived (or a node that is down): nothing to drain; put it back.
@@ -159,17 +161,18 @@ impl Lab {
         Ok(())
     }
 
-    /// Wait for a log line of node `i`'s agent containing `pattern` (after the last drain).
-    pub(super) async fn wait_log(
+    /// Wait for the event `name` (one of `vip_common::events`) in the log of
+    /// node `i`'s agent (after the last drain).
+    pub(super) async fn wait_event(
         &mut self,
         i: usize,
-        pattern: &'static str,
+        name: &'static str,
         timeout: Duration,
     ) -> anyhow::Result<()> {
         match std::mem::replace(self.slot(i), Member::Down) {
             Member::Agent(agent) => {
                 let (agent, r) =
-                    with_agent(agent, move |a| a.wait_for_log(pattern, timeout)).await?;
+                    with_agent(agent, move |a| a.wait_for_event(name, timeout)).await?;
                 *self.slot(i) = Member::Agent(agent);
                 r?;
                 Ok(())

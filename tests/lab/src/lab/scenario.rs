@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, anyhow, bail};
 use nix::sys::signal::Signal;
 
+use vip_common::events;
 use vip_lease_server::{EventType, Target};
 
 use super::record;
@@ -85,7 +86,7 @@ impl Lab {
                     self.nodes[new].name
                 ));
                 if matches!(*self.slot(leader), Member::Agent(_)) {
-                    self.wait_log(leader, "stepping down", Duration::from_secs(10))
+                    self.wait_event(leader, events::STEPPING_DOWN, Duration::from_secs(10))
                         .await?;
                 }
             }
@@ -97,7 +98,8 @@ impl Lab {
                 let new = self.wait_new_leader(Some(leader), bound).await;
                 if matches!(*self.slot(leader), Member::Agent(_)) && new.is_ok() {
                     // The cut-off leader steps down by itself (fence deadline).
-                    self.wait_log(leader, "stepping down", bound).await?;
+                    self.wait_event(leader, events::STEPPING_DOWN, bound)
+                        .await?;
                 }
                 tl.push(format!("{leader_name}'s link restored"));
                 self.lan.restore(leader)?;
@@ -119,7 +121,8 @@ impl Lab {
                 server.partition(Target::Identity(leader_name.clone()));
                 let new = self.wait_new_leader(Some(leader), bound).await;
                 if new.is_ok() {
-                    self.wait_log(leader, "stepping down", bound).await?;
+                    self.wait_event(leader, events::STEPPING_DOWN, bound)
+                        .await?;
                 }
                 tl.push("partition healed");
                 server.heal();
@@ -145,12 +148,8 @@ impl Lab {
                     "recovered: {} answers ARP and TCP",
                     self.nodes[new].name
                 ));
-                self.wait_log(
-                    leader,
-                    "health check passing again",
-                    Duration::from_secs(10),
-                )
-                .await?;
+                self.wait_event(leader, events::HEALTH_PASSING, Duration::from_secs(10))
+                    .await?;
             }
             Scenario::RollingRestart => {
                 fault_at = tl.now();
