@@ -24,6 +24,13 @@ async fn check_with(
 ) {
     vip_lab::require_lab!();
     let limit = bound(&cfg.implementation);
+    // The takeover is on the timeline, read from the agents' JSON log events
+    // (a scenario that moves the Lease: a new holder acquires it).
+    let takeover_logged = matches!(cfg.implementation, Implementation::Agent { .. })
+        && matches!(
+            scenario,
+            Scenario::GracefulStop | Scenario::Crash | Scenario::HealthFail
+        );
     let mut lab = Lab::start(cfg).await.expect("lab");
     let mut failures = Vec::new();
     for repeat in 0..REPEATS {
@@ -35,6 +42,16 @@ async fn check_with(
             }
         };
         eprintln!("{}", timeline_text(&r));
+        if takeover_logged
+            && !r
+                .events
+                .iter()
+                .any(|e| e.what.contains("acquired the Lease"))
+        {
+            failures.push(format!(
+                "#{repeat}: no agent's \"lease_acquired\" event on the timeline"
+            ));
+        }
         let split = r.split_brain_windows();
         if split != 0 {
             failures.push(format!("#{repeat}: {split} split-brain windows"));
