@@ -504,17 +504,7 @@ fn assert_subset(ours: &Value, theirs: &Value, at: &str) {
 /// configured (kubectl needs its OpenAPI schema for that).
 #[test]
 fn kubectl_accepts_the_manifests() {
-    if Command::new("kubectl")
-        .arg("version")
-        .arg("--client")
-        .output()
-        .is_err()
-    {
-        eprintln!(
-            "SKIP kubectl checks: kubectl is not installed (Debian package kubernetes-client)"
-        );
-        return;
-    }
+    vip_lab::require_tool!("kubectl", package = "kubernetes-client");
     let yaml = pod_yaml(EXAMPLE).unwrap();
     // kubectl prints nothing when the image does not change: set another one.
     const OTHER: &str = "registry.invalid/kubectl-check:1";
@@ -559,6 +549,7 @@ fn kubectl_accepts_the_manifests() {
             continue;
         }
         if err.contains("connection refused")
+            || err.contains("was refused")
             || err.contains("failed to download openapi")
             || err.contains("no such host")
         {
@@ -665,26 +656,19 @@ fn prometheus_files_agree_and_pass_promtool() {
         &["check", "rules", "alerts.yaml"],
         &["test", "rules", "alerts_test.yaml"],
     ];
+    vip_lab::require_tool!("promtool", package = "prometheus");
     for args in checks {
-        match Command::new("promtool")
+        let out = Command::new("promtool")
             .args(args)
             .current_dir(&dir)
             .output()
-        {
-            Err(e) => {
-                eprintln!(
-                    "SKIP promtool {}: promtool not found ({e}); install the Debian package prometheus",
-                    args.join(" ")
-                );
-                return;
-            }
-            Ok(out) => assert!(
-                out.status.success(),
-                "promtool {} failed:\n{}{}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        }
+            .unwrap_or_else(|e| panic!("promtool {}: {e}", args.join(" ")));
+        assert!(
+            out.status.success(),
+            "promtool {} failed:\n{}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }

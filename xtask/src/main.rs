@@ -20,6 +20,10 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("ethtool", "/usr/sbin/ethtool"),
     ("util-linux", "/usr/bin/nsenter"),
     ("keepalived", "/usr/sbin/keepalived"),
+    // kubectl decodes the manifests with its own Go types; promtool checks
+    // the Prometheus rules and their unit tests (vip-agent/tests/manifest.rs).
+    ("kubernetes-client", "/usr/bin/kubectl"),
+    ("prometheus", "/usr/bin/promtool"),
 ];
 
 #[derive(Parser)]
