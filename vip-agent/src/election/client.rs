@@ -152,18 +152,33 @@ users:
   user: {token: abc}
 "#;
 
-    fn write_tmp(name: &str, text: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("vip-agent-election-{}", std::process::id()));
+    /// A file in a directory of its own, removed (with the directory) on drop.
+    struct TmpFile(PathBuf);
+
+    impl Drop for TmpFile {
+        fn drop(&mut self) {
+            if let Some(dir) = self.0.parent() {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
+    }
+
+    fn write_tmp(name: &str, text: &str) -> TmpFile {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("vip-agent-election-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("tmp dir");
         let p = dir.join(name);
         std::fs::write(&p, text).expect("write");
-        p
+        TmpFile(p)
     }
 
     #[tokio::test]
     async fn override_url_sets_tls_name_and_user_agent() {
         let mut o = ClientOptions::new("node-a");
-        o.kubeconfig = write_tmp("ok.conf", KUBECONFIG);
+        let file = write_tmp("ok.conf", KUBECONFIG);
+        o.kubeconfig = file.0.clone();
         let cfg = build_config(&o).await.expect("config");
         assert_eq!(cfg.cluster_url.to_string(), "https://127.0.0.1:6443/");
         assert_eq!(cfg.tls_server_name.as_deref(), Some("kubernetes"));

@@ -77,6 +77,19 @@ pub(super) fn cleanup_stale_pins_and_agents() {
             }
         }
     }
+    // Work directories (kubeconfig, keepalived configs) of killed runs.
+    if let Ok(dirs) = std::fs::read_dir(std::env::temp_dir()) {
+        for d in dirs.flatten() {
+            let name = d.file_name().to_string_lossy().into_owned();
+            if stale(&name) && d.path().is_dir() {
+                eprintln!(
+                    "vip-lab: removing stale work directory {}",
+                    d.path().display()
+                );
+                let _ = std::fs::remove_dir_all(d.path());
+            }
+        }
+    }
 }
 
 /// Remove everything earlier, killed runs left behind (namespaces, links,
