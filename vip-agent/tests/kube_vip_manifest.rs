@@ -251,12 +251,64 @@ fn a_bad_timer_names_the_variable_and_the_fix() {
     );
 }
 
+#[test]
+fn a_real_start_logs_each_setting_before_anything_else() {
+    // Not --check-config: the agent starts for real and stops at the
+    // kubeconfig, which it reads before touching the system.
+    let mut c = swapped(&parse(FIXTURE));
+    c.args = Some(vec!["run".to_owned()]);
+    let mut env = kubelet_env(&c);
+    env.insert("lb_enable".to_owned(), "true".to_owned());
+    env.insert(
+        "VIP_KUBECONFIG".to_owned(),
+        "/nonexistent/admin.conf".to_owned(),
+    );
+    env.insert("VIP_METRICS_ADDR".to_owned(), "127.0.0.1:0".to_owned());
+    env.insert("VIP_LOG_FORMAT".to_owned(), "json".to_owned());
+    let out = Command::new(env!("CARGO_BIN_EXE_vip-agent"))
+        .args(c.args.as_deref().unwrap_or_default())
+        .env_clear()
+        .envs(&env)
+        .output()
+        .expect("run vip-agent");
+    assert!(!out.status.success());
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let level_of = |name: &str| {
+        lines
+            .iter()
+            .find(|l| l["kube_vip_setting"] == name)
+            .map(|l| l["level"].as_str().unwrap_or_default().to_owned())
+    };
+    assert_eq!(
+        level_of("vip_leaseduration").as_deref(),
+        Some("INFO"),
+        "{lines:?}"
+    );
+    assert_eq!(level_of("lb_enable").as_deref(), Some("WARN"), "{lines:?}");
+    let last = lines.last().expect("a log line");
+    assert!(
+        last["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("/nonexistent/admin.conf"),
+        "{last}"
+    );
+}
+
 /// The kube-vip binary `cargo xtask setup` builds: `VIP_KUBE_VIP_BIN`, or
 /// `<target>/kube-vip/<key>/kube-vip` with the key of tests/kube-vip's
 /// go.mod and go.sum (the same FNV-1a as xtask/src/kube_vip.rs).
 fn kube_vip_bin() -> Result<PathBuf, String> {
     if let Some(p) = std::env::var_os("VIP_KUBE_VIP_BIN") {
-        return Ok(p.into());
+        let p = PathBuf::from(p);
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(format!("VIP_KUBE_VIP_BIN={} is not a file", p.display()))
+        };
     }
     let module = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/kube-vip");
     let mut bytes = Vec::new();
