@@ -3,8 +3,10 @@
 // for vip-agent/tests/kube_vip_manifest.rs and the lab.
 //
 // The Go checksum database does not know kube-vip v1.0.0 (sum.golang.org
-// lookup: 404 Not Found), so fetching it needs
-// GONOSUMDB=github.com/kube-vip/kube-vip (xtask sets it); go.sum pins its hash.
+// lookup: 404 Not Found): changing this file (go get, go mod tidy) needs
+// GONOSUMDB=github.com/kube-vip/kube-vip. With the committed go.sum, go
+// checks the download against go.sum and asks no checksum database (xtask
+// sets GONOSUMDB anyway, for kube-vip only).
 module vip-agent.test/kube-vip
 
 go 1.24.4
