@@ -67,15 +67,15 @@ pub struct RunArgs {
     #[arg(long, env = "VIP_PIN_DIR")]
     pub pin_dir: Option<PathBuf>,
 
-    /// How long a Lease stays valid without renewal, as seen by followers (kube-vip: vip_leaseduration).
+    /// How long a Lease stays valid without renewal, as seen by followers (kube-vip: vip_leaseduration, whole seconds).
     #[arg(long, env = "VIP_LEASE_DURATION", default_value = "3s", value_parser = parse_duration)]
     pub lease_duration: Duration,
 
-    /// How long after a renew request was sent the leader keeps answering (kube-vip: vip_renewdeadline).
+    /// How long after a renew request was sent the leader keeps answering (kube-vip: vip_renewdeadline, whole seconds).
     #[arg(long, env = "VIP_RENEW_DEADLINE", default_value = "2s", value_parser = parse_duration)]
     pub renew_deadline: Duration,
 
-    /// How often the leader renews and followers retry (kube-vip: vip_retryperiod).
+    /// How often the leader renews and followers retry (kube-vip: vip_retryperiod, whole seconds).
     #[arg(long, env = "VIP_RETRY_PERIOD", default_value = "500ms", value_parser = parse_duration)]
     pub retry_period: Duration,
 
@@ -141,6 +141,12 @@ pub struct RunArgs {
     /// Slow refresh of the announcement while leading (0s: off).
     #[arg(long, env = "VIP_ANNOUNCE_REFRESH", default_value = "10s", value_parser = parse_duration)]
     pub announce_refresh: Duration,
+
+    /// Check the flags and the environment (kube-vip's variables included),
+    /// print the settings in force and exit, without reading the kubeconfig
+    /// or touching the system.
+    #[arg(long)]
+    pub check_config: bool,
 
     /// Log lines on stderr: text for people, json for machines (one object per
     /// line; lifecycle lines carry an `event` field, see vip_common::events).

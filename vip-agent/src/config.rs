@@ -1,7 +1,7 @@
 //! `run`'s flags ([`crate::cli::RunArgs`]) checked and turned into the
-//! settings of each part; every flag has an environment variable, and the
-//! kube-vip names operators already use are accepted too (see
-//! [`import_kube_vip_env`]).
+//! settings of each part; every flag has an environment variable, and
+//! kube-vip's variables are read too, in kube-vip's units
+//! ([`crate::kube_vip`], before clap parses).
 
 use std::net::IpAddr;
 
@@ -78,36 +78,51 @@ impl RunArgs {
         Ok(o)
     }
 
+    /// `run --check-config`: the settings in force, one `name: value` per
+    /// line (durations like 5s or 500ms), after the kube-vip environment,
+    /// our variables and the flags are merged.
+    pub fn effective_settings(&self) -> Result<String, ConfigError> {
+        let d = |d: std::time::Duration| humantime::format_duration(d).to_string();
+        let addrs: Vec<String> = self.addresses.iter().map(ToString::to_string).collect();
+        let api = if self.api_server.is_empty() {
+            "(the kubeconfig's server)".to_owned()
+        } else {
+            format!(
+                "{} (TLS name {})",
+                self.api_server, self.api_server_tls_name
+            )
+        };
+        let lines = [
+            ("interface", self.interface.clone()),
+            ("addresses", addrs.join(",")),
+            (
+                "election",
+                if self.no_election { "off" } else { "on" }.to_owned(),
+            ),
+            ("node-name", self.identity()?),
+            (
+                "lease",
+                format!("{}/{}", self.lease_namespace, self.lease_name),
+            ),
+            ("lease-duration", d(self.lease_duration)),
+            ("renew-deadline", d(self.renew_deadline)),
+            ("retry-period", d(self.retry_period)),
+            ("kubeconfig", self.kubeconfig.display().to_string()),
+            ("api-server", api),
+            ("health-check", self.health_check.to_string()),
+            ("metrics-addr", self.metrics_addr.clone()),
+            ("announce-refresh", d(self.announce_refresh)),
+            ("xdp-mode", format!("{:?}", self.xdp_mode).to_lowercase()),
+        ];
+        Ok(lines.iter().map(|(k, v)| format!("{k}: {v}\n")).collect())
+    }
+
     pub fn health_config(&self) -> HealthConfig {
         HealthConfig {
             enabled: self.health_check,
             path: self.health_path.clone(),
             interval: self.health_interval,
             failures: self.health_failures,
-        }
-    }
-}
-
-/// kube-vip environment names mapped onto ours, so an operator's existing
-/// static-pod environment keeps working. Ours win when both are set.
-pub const KUBE_VIP_ENV: &[(&str, &str)] = &[
-    ("vip_interface", "VIP_INTERFACE"),
-    ("address", "VIP_ADDRESS"),
-    ("vip_address", "VIP_ADDRESS"),
-    ("vip_nodename", "VIP_NODE_NAME"),
-    ("vip_leasename", "VIP_LEASE_NAME"),
-    ("cp_namespace", "VIP_LEASE_NAMESPACE"),
-];
-
-/// Copies kube-vip environment variables to our names (before clap parses).
-pub fn import_kube_vip_env() {
-    for (theirs, ours) in KUBE_VIP_ENV {
-        if std::env::var_os(ours).is_none()
-            && let Some(v) = std::env::var_os(theirs)
-        {
-            // SAFETY: called at the very start of main, before any thread
-            // (tokio runtime included) exists.
-            unsafe { std::env::set_var(ours, v) };
         }
     }
 }

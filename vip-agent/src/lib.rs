@@ -11,6 +11,7 @@ pub mod config;
 pub mod dataplane;
 pub mod election;
 pub mod kernel_guard;
+pub mod kube_vip;
 pub mod manifest;
 pub mod metrics;
 pub mod node;

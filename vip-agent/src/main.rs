@@ -3,16 +3,26 @@
 use std::process::ExitCode;
 
 use vip_agent::cli::LogFormat;
-use vip_agent::{agent, cli, config};
+use vip_agent::{agent, cli, kube_vip};
 use vip_common::events;
 
 use clap::Parser;
 
 fn main() -> ExitCode {
-    config::import_kube_vip_env();
+    // kube-vip's variables onto ours, before clap reads the environment and
+    // before any thread exists; a refused setting stops here, before clap
+    // can complain about something it implies (a missing --address, ...).
+    let kube_vip = match kube_vip::import_env() {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let cli = cli::Cli::parse();
     let log_format = match &cli.command {
         cli::Command::Manifest { kind } => {
+            kube_vip.eprint(false);
             // Printed as is (it ends in a newline): byte-identical to deploy/.
             return match vip_agent::manifest::render(kind) {
                 Ok(yaml) => {
@@ -25,9 +35,23 @@ fn main() -> ExitCode {
                 }
             };
         }
+        cli::Command::Run(args) if args.check_config => {
+            kube_vip.eprint(true);
+            return match args.validate().and_then(|()| args.effective_settings()) {
+                Ok(settings) => {
+                    print!("{settings}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         cli::Command::Run(args) => args.log_format,
     };
     init_logging(log_format);
+    kube_vip.log();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -10,6 +10,8 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 
+mod kube_vip;
+
 /// Debian packages the tests and the lab use.
 const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     // (package, a file it installs that tells whether it is there)
@@ -197,7 +199,10 @@ fn setup() -> anyhow::Result<()> {
         ]))?;
     }
     // 3. Debian packages.
-    ensure_debian_packages("setup", DEBIAN_PACKAGES)
+    ensure_debian_packages("setup", DEBIAN_PACKAGES)?;
+    // --- kube-vip (xtask/src/kube_vip.rs): built once into target/kube-vip/.
+    kube_vip::ensure(&root(), &target_dir())?;
+    Ok(())
 }
 
 /// Installs the packages of `wanted` (package, a file it installs) whose
