@@ -1,0 +1,113 @@
+//! The real control plane in the lab (etcd + kube-apiserver built by `cargo
+//! xtask setup` from tests/controlplane): it starts in a node namespace, says
+//! ready, serves Leases with optimistic concurrency through the super-admin
+//! kubeconfig, and leaves nothing behind. Needs root and the binaries.
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use vip_lab::controlplane::{ControlPlane, NodeSpec};
+use vip_lab::topology::Lan;
+
+/// Bound on the wait for /readyz (a cold start on 2 cores takes seconds).
+const READY: Duration = Duration::from_secs(120);
+
+async fn client(kubeconfig: &Path) -> Client {
+    let kc = Kubeconfig::read_from(kubeconfig).expect("kubeconfig parses");
+    let cfg = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .expect("config from kubeconfig");
+    Client::try_from(cfg).expect("client")
+}
+
+async fn lease_round_trip(kubeconfig: &Path) {
+    let leases: Api<Lease> = Api::namespaced(client(kubeconfig).await, "kube-system");
+    let pp = PostParams::default();
+    let lease = Lease {
+        metadata: ObjectMeta {
+            name: Some("vip-lab".into()),
+            ..ObjectMeta::default()
+        },
+        spec: Some(LeaseSpec {
+            holder_identity: Some("n0".into()),
+            lease_duration_seconds: Some(15),
+            ..LeaseSpec::default()
+        }),
+    };
+    let created = leases.create(&pp, &lease).await.expect("create");
+    let read = leases.get("vip-lab").await.expect("get");
+    assert_eq!(
+        read.metadata.resource_version,
+        created.metadata.resource_version
+    );
+    assert_eq!(
+        read.spec
+            .as_ref()
+            .and_then(|s| s.holder_identity.as_deref()),
+        Some("n0")
+    );
+
+    // An update carrying the current resourceVersion succeeds...
+    let mut next = read.clone();
+    next.spec.as_mut().expect("spec").holder_identity = Some("n1".into());
+    let updated = leases.replace("vip-lab", &pp, &next).await.expect("update");
+    assert_ne!(
+        updated.metadata.resource_version,
+        read.metadata.resource_version
+    );
+    assert_eq!(
+        updated
+            .spec
+            .as_ref()
+            .and_then(|s| s.holder_identity.as_deref()),
+        Some("n1")
+    );
+
+    // ...and one carrying the old resourceVersion is a conflict.
+    let mut stale = read;
+    stale.spec.as_mut().expect("spec").holder_identity = Some("n2".into());
+    match leases.replace("vip-lab", &pp, &stale).await {
+        Err(kube::Error::Api(status)) => assert_eq!(status.code, 409, "{status:?}"),
+        other => panic!("a stale resourceVersion must get 409, got {other:?}"),
+    }
+    let after = leases.get("vip-lab").await.expect("get");
+    assert_eq!(
+        after.metadata.resource_version,
+        updated.metadata.resource_version
+    );
+}
+
+#[test]
+fn one_node_control_plane_serves_leases_with_optimistic_concurrency() {
+    vip_lab::require_root!();
+    vip_lab::require_controlplane!();
+    let lan = Lan::new(1).expect("lan");
+    let node = lan.node(0);
+    let ip = node.v4().expect("node address");
+    let vip = IpAddr::V4(lan.vip_v4(0));
+    let cp = ControlPlane::start(&[NodeSpec { ns: node.ns(), ip }], vip, READY)
+        .expect("control plane starts");
+    eprintln!(
+        "control plane ready after {:.1} s in {}",
+        cp.ready_after().as_secs_f64(),
+        cp.dir().display()
+    );
+    let kubeconfig = cp.kubeconfig(0).to_path_buf();
+    // The client runs inside the node namespace: 127.0.0.1:6443 is its API server.
+    node.ns().run(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(lease_round_trip(&kubeconfig))
+    });
+    let dir = cp.dir().to_path_buf();
+    drop(cp);
+    assert!(!dir.exists(), "{} left behind", dir.display());
+}
