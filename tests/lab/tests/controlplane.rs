@@ -13,6 +13,7 @@ use kube::api::{Api, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use vip_lab::controlplane::{ControlPlane, NodeSpec};
+use vip_lab::netns::NetNs;
 use vip_lab::topology::Lan;
 
 /// Bound on the wait for /readyz (a cold start on 2 cores takes seconds).
@@ -27,7 +28,7 @@ async fn client(kubeconfig: &Path) -> Client {
 }
 
 async fn lease_round_trip(kubeconfig: &Path) {
-    let leases: Api<Lease> = Api::namespaced(client(kubeconfig).await, "kube-system");
+    let leases = leases(kubeconfig).await;
     let pp = PostParams::default();
     let lease = Lease {
         metadata: ObjectMeta {
@@ -98,16 +99,92 @@ fn one_node_control_plane_serves_leases_with_optimistic_concurrency() {
         cp.ready_after().as_secs_f64(),
         cp.dir().display()
     );
-    let kubeconfig = cp.kubeconfig(0).to_path_buf();
     // The client runs inside the node namespace: 127.0.0.1:6443 is its API server.
-    node.ns().run(|| {
+    in_node(node.ns(), lease_round_trip(cp.kubeconfig(0)));
+    let dir = cp.dir().to_path_buf();
+    drop(cp);
+    assert!(!dir.exists(), "{} left behind", dir.display());
+}
+
+/// Runs `fut` on a fresh runtime inside `ns` (its 127.0.0.1:6443 is that
+/// node's API server).
+fn in_node<T: Send>(ns: &NetNs, fut: impl Future<Output = T> + Send) -> T {
+    ns.run(|| {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("runtime")
-            .block_on(lease_round_trip(&kubeconfig))
+            .block_on(fut)
+    })
+}
+
+async fn leases(kubeconfig: &Path) -> Api<Lease> {
+    Api::namespaced(client(kubeconfig).await, "kube-system")
+}
+
+#[test]
+fn three_node_stacked_control_plane_shares_leases_through_etcd() {
+    vip_lab::require_root!();
+    vip_lab::require_controlplane!();
+    let lan = Lan::new(3).expect("lan");
+    let specs: Vec<NodeSpec<'_>> = lan
+        .nodes()
+        .map(|n| NodeSpec {
+            ns: n.ns(),
+            ip: n.v4().expect("node address"),
+        })
+        .collect();
+    let vip = IpAddr::V4(lan.vip_v4(0));
+    let cp = ControlPlane::start(&specs, vip, READY).expect("control plane starts");
+    eprintln!(
+        "3-member control plane ready after {:.1} s",
+        cp.ready_after().as_secs_f64()
+    );
+    let pp = PostParams::default();
+    let lease = Lease {
+        metadata: ObjectMeta {
+            name: Some("vip-lab-3".into()),
+            ..ObjectMeta::default()
+        },
+        spec: Some(LeaseSpec {
+            holder_identity: Some("n0".into()),
+            ..LeaseSpec::default()
+        }),
+    };
+    // Written through node 0's API server...
+    let created = in_node(lan.node(0).ns(), async {
+        let api = leases(cp.kubeconfig(0)).await;
+        api.create(&pp, &lease).await.expect("create")
     });
-    let dir = cp.dir().to_path_buf();
-    drop(cp);
-    assert!(!dir.exists(), "{} left behind", dir.display());
+    // ...read through each other node's own.
+    for i in 1..3 {
+        let read = in_node(lan.node(i).ns(), async {
+            leases(cp.kubeconfig(i))
+                .await
+                .get("vip-lab-3")
+                .await
+                .expect("get")
+        });
+        assert_eq!(
+            read.metadata.resource_version,
+            created.metadata.resource_version
+        );
+    }
+    // Node 2 updates; node 1, still holding the old version, gets 409.
+    let mut next = created.clone();
+    next.spec.as_mut().expect("spec").holder_identity = Some("n2".into());
+    in_node(lan.node(2).ns(), async {
+        let api = leases(cp.kubeconfig(2)).await;
+        api.replace("vip-lab-3", &pp, &next).await.expect("update")
+    });
+    let mut stale = created;
+    stale.spec.as_mut().expect("spec").holder_identity = Some("n1".into());
+    let res = in_node(lan.node(1).ns(), async {
+        let api = leases(cp.kubeconfig(1)).await;
+        api.replace("vip-lab-3", &pp, &stale).await
+    });
+    match res {
+        Err(kube::Error::Api(status)) => assert_eq!(status.code, 409, "{status:?}"),
+        other => panic!("a stale resourceVersion must get 409, got {other:?}"),
+    }
 }
