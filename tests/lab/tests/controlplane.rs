@@ -3,7 +3,7 @@
 //! ready, serves Leases with optimistic concurrency through the super-admin
 //! kubeconfig, and leaves nothing behind. Needs root and the binaries.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
@@ -12,7 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
-use vip_lab::controlplane::{ControlPlane, NodeSpec};
+use vip_lab::controlplane::{ControlPlane, NodeSpec, readyz};
 use vip_lab::netns::NetNs;
 use vip_lab::topology::Lan;
 
@@ -101,8 +101,56 @@ fn one_node_control_plane_serves_leases_with_optimistic_concurrency() {
     );
     // The client runs inside the node namespace: 127.0.0.1:6443 is its API server.
     in_node(node.ns(), lease_round_trip(cp.kubeconfig(0)));
+
+    // It listens on the node address too, and its certificate names the node
+    // address and the VIP: ask from the client namespace (the VIP put on the node).
+    node.ns()
+        .exec_ok(&["addr", "add", &format!("{vip}/32"), "dev", node.ifname()])
+        .expect("VIP on the node");
+    let tls = cp.tls_client();
+    for (addr, name) in [(IpAddr::V4(ip), ip.to_string()), (vip, vip.to_string())] {
+        let reply = lan
+            .client()
+            .ns()
+            .run(|| readyz::get(&tls, SocketAddr::new(addr, 6443), &name, "/readyz"));
+        assert_eq!(reply.map(|r| r.0), Ok(200), "/readyz through {name}");
+    }
+
+    let pids = cp.pids();
     let dir = cp.dir().to_path_buf();
     drop(cp);
+    assert!(!dir.exists(), "{} left behind", dir.display());
+    assert_gone(&pids);
+}
+
+/// No process of `pids` is left (reaped on drop, so /proc has no entry).
+fn assert_gone(pids: &[u32]) {
+    for pid in pids {
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "process {pid} left behind"
+        );
+    }
+}
+
+#[test]
+fn a_panicking_test_leaves_no_control_plane_behind() {
+    vip_lab::require_root!();
+    vip_lab::require_controlplane!();
+    let lan = Lan::new(1).expect("lan");
+    let node = lan.node(0);
+    let ip = node.v4().expect("node address");
+    let vip = IpAddr::V4(lan.vip_v4(0));
+    let mut seen = None;
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let cp = ControlPlane::start(&[NodeSpec { ns: node.ns(), ip }], vip, READY)
+            .expect("control plane starts");
+        seen = Some((cp.pids(), cp.dir().to_path_buf()));
+        panic!("a test failing with the control plane running");
+    }));
+    assert!(result.is_err());
+    let (pids, dir) = seen.expect("started");
+    assert_gone(&pids);
     assert!(!dir.exists(), "{} left behind", dir.display());
 }
 

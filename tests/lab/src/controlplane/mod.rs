@@ -101,6 +101,7 @@ pub struct ControlPlane {
     nodes: Vec<NodeProcs>,
     members: Vec<Member>,
     kubeconfigs: Vec<PathBuf>,
+    client: std::sync::Arc<rustls::ClientConfig>,
     ready_after: Duration,
     dir: TempDir,
 }
@@ -171,6 +172,7 @@ impl ControlPlane {
             nodes: procs,
             members,
             kubeconfigs,
+            client,
             ready_after: started.elapsed(),
             dir,
         })
@@ -185,6 +187,20 @@ impl ControlPlane {
     /// that is, the node-local API server when used inside node `i`'s namespace).
     pub fn kubeconfig(&self, i: usize) -> &Path {
         &self.kubeconfigs[i]
+    }
+
+    /// A TLS client configuration with the super-admin certificate, trusting
+    /// the cluster CA (for [`readyz::get`]).
+    pub fn tls_client(&self) -> std::sync::Arc<rustls::ClientConfig> {
+        self.client.clone()
+    }
+
+    /// The process ids of every etcd member and API server.
+    pub fn pids(&self) -> Vec<u32> {
+        self.nodes
+            .iter()
+            .flat_map(|p| [p.etcd.pid(), p.apiserver.pid()])
+            .collect()
     }
 
     /// How long `start` took until every `/readyz` said ok.

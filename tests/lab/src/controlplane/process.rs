@@ -58,6 +58,11 @@ impl Process {
         &self.name
     }
 
+    /// Its process id (the binary itself: nsenter execs it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Its exit status, if it has exited.
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.child.try_wait().ok().flatten()
