@@ -13,8 +13,28 @@ use std::time::{Duration, Instant};
 /// The binaries built from the module, in build order.
 pub const BINARIES: [&str; 2] = ["etcd", "kube-apiserver"];
 
-/// How the binaries are built (part of the cache key).
-const BUILD_FLAGS: &str = "CGO_ENABLED=0 go build -trimpath";
+/// How the binaries are built (part of the cache key, with go.mod, which
+/// gives the version stamped into kube-apiserver: [`version_ldflags`]).
+const BUILD_FLAGS: &str = "CGO_ENABLED=0 go build -trimpath -ldflags=<version of go.mod>";
+
+/// `-X` flags stamping the pinned Kubernetes release into kube-apiserver, as
+/// Kubernetes' own build does (else `/version` says `v0.0.0-master`). `None`
+/// when go.mod names no `k8s.io/kubernetes vX.Y.Z`.
+pub fn version_ldflags(go_mod: &str) -> Option<String> {
+    let version = go_mod
+        .lines()
+        .map(str::trim)
+        .find_map(|l| l.strip_prefix("k8s.io/kubernetes v"))?
+        .split_whitespace()
+        .next()?;
+    let mut parts = version.split('.');
+    let (major, minor) = (parts.next()?, parts.next()?);
+    let pkg = "k8s.io/component-base/version";
+    Some(format!(
+        "-X {pkg}.gitVersion=v{version} -X {pkg}.gitMajor={major} -X {pkg}.gitMinor={minor} \
+         -X {pkg}.gitTreeState=clean"
+    ))
+}
 
 /// Why the control plane binaries are not there or could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -164,7 +184,8 @@ fn go(dir: &Path, args: &[&str]) -> Result<(), Error> {
 
 /// Builds both binaries into [`cache_dir`] unless they are there. The build
 /// goes to a temporary folder that is renamed into place, so an interrupted
-/// build never leaves a half-filled cache entry.
+/// build never leaves a half-filled cache entry; then the entries of other
+/// sources are removed.
 pub fn build() -> Result<Built, Error> {
     let dir = cache_dir()?;
     if binaries().is_ok() {
@@ -181,7 +202,13 @@ pub fn build() -> Result<Built, Error> {
         source,
     })?;
     let out = format!("{}/", partial.display());
-    let mut args = vec!["build", "-trimpath", "-o", &out];
+    let go_mod_path = module.join("go.mod");
+    let go_mod = std::fs::read_to_string(&go_mod_path).map_err(|source| Error::Read {
+        path: go_mod_path,
+        source,
+    })?;
+    let ldflags = version_ldflags(&go_mod).unwrap_or_default();
+    let mut args = vec!["build", "-trimpath", "-ldflags", &ldflags, "-o", &out];
     let packages = BINARIES.map(|b| format!("./cmd/{b}"));
     args.extend(packages.iter().map(String::as_str));
     go(&module, &args)?;
@@ -191,8 +218,36 @@ pub fn build() -> Result<Built, Error> {
         path: dir.clone(),
         source,
     })?;
+    // Earlier builds (of other sources) are 200 MB each: keep only this one.
+    if let (Some(parent), Some(name)) = (dir.parent(), dir.file_name())
+        && let Ok(entries) = std::fs::read_dir(parent)
+    {
+        for e in entries.flatten() {
+            if e.file_name() != name {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
     Ok(Built {
         dir,
         took: Some((downloaded, built)),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamps_the_kubernetes_release_of_go_mod() {
+        let go_mod = "module x\n\nrequire (\n\tgo.etcd.io/etcd/server/v3 v3.7.3\n\tk8s.io/kubernetes v1.37.2\n)\n";
+        let flags = version_ldflags(go_mod).expect("flags");
+        assert!(flags.contains("version.gitVersion=v1.37.2 "), "{flags}");
+        assert!(flags.contains("gitMajor=1 "), "{flags}");
+        assert!(flags.contains("gitMinor=37 "), "{flags}");
+        assert_eq!(version_ldflags("module x\n"), None);
+        // The module of this tree pins one.
+        let ours = std::fs::read_to_string(module_dir().join("go.mod")).expect("go.mod");
+        assert!(version_ldflags(&ours).is_some());
+    }
 }
