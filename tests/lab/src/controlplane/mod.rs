@@ -8,7 +8,9 @@
 //! The binaries are built by `cargo xtask setup` from `tests/controlplane/`
 //! ([`ebpf_build::controlplane`]). Everything (processes, the temporary
 //! folder with data, certificates and logs) goes away on drop, also when a
-//! test panics; the namespaces belong to the caller's topology.
+//! test panics; the namespaces belong to the caller's topology. If the test
+//! process is killed, the next start's `cleanup_stale` kills the processes
+//! left in its namespaces and removes its folder.
 
 pub mod args;
 mod files;
@@ -52,6 +54,8 @@ pub enum Error {
         last: String,
         tail: String,
     },
+    #[error(transparent)]
+    Netns(#[from] crate::netns::Error),
     #[error("{0} nodes: use 1 or more")]
     NoNodes(usize),
 }
@@ -77,7 +81,18 @@ impl TempDir {
     fn new() -> Result<Self, Error> {
         static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("vip-lab-cp-{}-{n}", std::process::id()));
+        let tmp = std::env::temp_dir();
+        // Folders of killed runs (their pid gone) go first.
+        for e in std::fs::read_dir(&tmp).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let pid = name
+                .strip_prefix("vip-lab-cp-")
+                .and_then(|r| r.split('-').next());
+            if pid.is_some_and(|p| !Path::new("/proc").join(p).exists()) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+        let dir = tmp.join(format!("vip-lab-cp-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
             what: format!("creating {}", dir.display()),
@@ -115,6 +130,9 @@ impl ControlPlane {
             return Err(Error::NoNodes(0));
         }
         let started = std::time::Instant::now();
+        // A killed earlier run may have left its etcd and kube-apiserver
+        // (holding nothing here, but running): cleanup_stale kills them.
+        crate::netns::cleanup_stale()?;
         let (etcd_bin, apiserver_bin) = ebpf_build::controlplane::binaries()?;
         let dir = TempDir::new()?;
         let members: Vec<Member> = nodes
