@@ -17,6 +17,8 @@
 //! workspace) without a `set_current_dir`. [`inputs`] lists every input
 //! instead, and only paths that exist.
 
+pub mod controlplane;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -38,7 +38,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Install what a fresh machine lacks (pinned nightly + rust-src, bpf-linker,
-    /// Debian packages). Does nothing when all is there.
+    /// Debian packages, the lab's etcd and kube-apiserver built from
+    /// tests/controlplane). Does nothing when all is there.
     Setup,
     /// Build the eBPF object and print its path.
     BuildEbpf {
@@ -200,8 +201,40 @@ fn setup() -> anyhow::Result<()> {
     }
     // 3. Debian packages.
     ensure_debian_packages("setup", DEBIAN_PACKAGES)?;
-    // --- kube-vip (xtask/src/kube_vip.rs): built once into target/kube-vip/.
+    // 4. The lab's real control plane (etcd, kube-apiserver) from tests/controlplane.
+    setup_controlplane()?;
+    // 5. kube-vip (xtask/src/kube_vip.rs): built once into target/kube-vip/.
     kube_vip::ensure(&root(), &target_dir())?;
+    Ok(())
+}
+
+/// Builds etcd and kube-apiserver from the Go module once (cached by a hash
+/// of its go.mod, go.sum and sources); says what it did and how long it took.
+fn setup_controlplane() -> anyhow::Result<()> {
+    use ebpf_build::controlplane;
+    let started = Instant::now();
+    let dir = controlplane::cache_dir()?;
+    if controlplane::binaries().is_err() {
+        eprintln!(
+            "setup: building etcd and kube-apiserver from {} into {} (first time: minutes)",
+            controlplane::module_dir().display(),
+            dir.display()
+        );
+    }
+    let built = controlplane::build()?;
+    match built.took {
+        None => eprintln!(
+            "setup: control plane binaries up to date in {} (checked in {:.2} s)",
+            built.dir.display(),
+            started.elapsed().as_secs_f64()
+        ),
+        Some((download, build)) => eprintln!(
+            "setup: control plane built in {}: go mod download {:.1} s, go build {:.1} s",
+            built.dir.display(),
+            download.as_secs_f64(),
+            build.as_secs_f64()
+        ),
+    }
     Ok(())
 }
 

@@ -241,9 +241,23 @@ fn pid_alive(pid: i32) -> bool {
     !matches!(kill(Pid::from_raw(pid), None), Err(Errno::ESRCH))
 }
 
+/// SIGKILLs every process whose network namespace is `name` (`ip netns pids`),
+/// e.g. the etcd and kube-apiserver of a killed run. Best effort.
+fn kill_processes_in(name: &str) {
+    let Ok(out) = run_checked(Command::new("ip").args(["netns", "pids", name])) else {
+        return;
+    };
+    for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+        if let Ok(pid) = pid.parse::<i32>() {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+}
+
 /// Remove namespaces (from `/run/netns`) and root-namespace links named
 /// `vl<pid>-...` whose pid is no longer running: the leftovers of a run that
-/// was killed before it could clean up. Names of live processes (including
+/// was killed before it could clean up (processes still in such a namespace
+/// are killed first). Names of live processes (including
 /// this one) are left alone.
 pub fn cleanup_stale() -> Result<StaleReport> {
     let mut report = StaleReport::default();
@@ -281,6 +295,7 @@ pub fn cleanup_stale() -> Result<StaleReport> {
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         if is_stale(&name) {
+            kill_processes_in(&name);
             delete_namespace(&name)?;
             report.namespaces.push(name);
         }

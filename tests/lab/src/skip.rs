@@ -158,6 +158,21 @@ pub fn agent_bin() -> Result<PathBuf, Skipped> {
     })
 }
 
+/// The lab's etcd and kube-apiserver, built for this tree by `cargo xtask
+/// setup` ([`ebpf_build::controlplane::binaries`]); otherwise records the skip.
+pub fn controlplane() -> Result<(PathBuf, PathBuf), Skipped> {
+    ebpf_build::controlplane::binaries().map_err(|e| {
+        skip(
+            &test_name(),
+            &Missing {
+                reason: format!("no control plane binaries: {e}"),
+                fix: "run `cargo xtask setup` (builds etcd and kube-apiserver from tests/controlplane)"
+                    .to_owned(),
+            },
+        )
+    })
+}
+
 /// Root and the agent binary, as every lab test needs; otherwise records the skip.
 pub fn lab() -> Result<PathBuf, Skipped> {
     root()?;
@@ -188,6 +203,20 @@ macro_rules! require_lab {
         match $crate::skip::lab() {
             Ok(bin) => bin,
             Err(_) => return $ret,
+        }
+    };
+}
+
+/// Returns from the calling test (with `$ret`, default `()`) unless the
+/// control plane binaries are built ([`controlplane`]).
+#[macro_export]
+macro_rules! require_controlplane {
+    () => {
+        $crate::require_controlplane!(())
+    };
+    ($ret:expr) => {
+        if $crate::skip::controlplane().is_err() {
+            return $ret;
         }
     };
 }

@@ -42,8 +42,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use faults::{Faults, Partition, PartitionMode, Target, identity_from_user_agent};
+pub use kubeconfig::kubeconfig_yaml;
 pub use store::{EventType, StoreEvent};
-pub use tls::{ADMIN_USER, Pki};
+pub use tls::{ADMIN_USER, CertSpec, Pki};
 
 /// Errors of the lease server.
 #[derive(Debug, thiserror::Error)]

@@ -25,6 +25,13 @@ pub struct Pki {
     ca_der: CertificateDer<'static>,
     server_cert_der: CertificateDer<'static>,
     server_key_der: Vec<u8>,
+    /// The server certificate (e.g. kube-apiserver's serving certificate).
+    pub server_cert_pem: String,
+    /// The server key (PKCS#8).
+    pub server_key_pem: String,
+    /// The CA, to issue more certificates ([`Self::issue`]).
+    ca_params: CertificateParams,
+    ca_key_pem: String,
     /// The client certificate.
     pub client_cert_pem: String,
     /// The client key (PKCS#8).
@@ -45,7 +52,8 @@ impl Pki {
             KeyUsagePurpose::DigitalSignature,
         ];
         let ca_cert = ca_params.self_signed(&ca_key)?;
-        let issuer = Issuer::new(ca_params, ca_key);
+        let ca_key_pem = ca_key.serialize_pem();
+        let issuer = Issuer::new(ca_params.clone(), ca_key);
 
         let server_key = KeyPair::generate()?;
         let mut sp = CertificateParams::new(Vec::<String>::new())?;
@@ -100,6 +108,10 @@ impl Pki {
             ca_der: ca_cert.der().clone(),
             server_cert_der: server_cert.der().clone(),
             server_key_der: server_key.serialize_der(),
+            server_cert_pem: server_cert.pem(),
+            server_key_pem: server_key.serialize_pem(),
+            ca_params,
+            ca_key_pem,
             client_cert_pem: client_cert.pem(),
             client_key_pem: client_key.serialize_pem(),
         })
@@ -124,10 +136,52 @@ impl Pki {
         Ok(Arc::new(cfg))
     }
 
+    /// Issues a certificate signed by the CA: common name `cn`, organisation
+    /// `org`, the SANs `ips` and `dns_names`, for serving and/or client auth.
+    /// Returns (certificate PEM, PKCS#8 key PEM).
+    pub fn issue(&self, spec: &CertSpec<'_>) -> Result<(String, String), Error> {
+        let issuer = Issuer::new(self.ca_params.clone(), KeyPair::from_pem(&self.ca_key_pem)?);
+        let key = KeyPair::generate()?;
+        let mut p = CertificateParams::new(Vec::<String>::new())?;
+        p.distinguished_name = dn(spec.cn, spec.org);
+        let mut sans: Vec<SanType> = spec.ips.iter().map(|ip| SanType::IpAddress(*ip)).collect();
+        for n in spec.dns_names {
+            sans.push(SanType::DnsName((*n).try_into()?));
+        }
+        p.subject_alt_names = sans;
+        p.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        if spec.server {
+            p.extended_key_usages
+                .push(ExtendedKeyUsagePurpose::ServerAuth);
+        }
+        if spec.client {
+            p.extended_key_usages
+                .push(ExtendedKeyUsagePurpose::ClientAuth);
+        }
+        let cert = p.signed_by(&key, &issuer)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+
     /// The CA certificate, DER encoded (for test clients building their own rustls config).
     pub fn ca_der(&self) -> CertificateDer<'static> {
         self.ca_der.clone()
     }
+}
+
+/// What [`Pki::issue`] puts in a certificate.
+#[derive(Clone, Debug, Default)]
+pub struct CertSpec<'a> {
+    pub cn: &'a str,
+    pub org: Option<&'a str>,
+    pub ips: &'a [IpAddr],
+    pub dns_names: &'a [&'a str],
+    /// Extended key usage serverAuth.
+    pub server: bool,
+    /// Extended key usage clientAuth.
+    pub client: bool,
 }
 
 fn dn(cn: &str, org: Option<&str>) -> DistinguishedName {
