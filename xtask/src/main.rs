@@ -88,7 +88,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Cmd::Setup => setup(),
         Cmd::BuildEbpf { release, bench } => {
-            setup()?;
+            setup_core()?;
             let started = Instant::now();
             let object = if bench {
                 ebpf_build::build_bench(release)
@@ -109,19 +109,19 @@ fn main() -> anyhow::Result<()> {
             test(&args)
         }
         Cmd::Fuzz { seconds } => {
-            setup()?;
+            setup_core()?;
             fuzz(seconds)
         }
         Cmd::Image { tag } => {
-            setup()?;
+            setup_core()?;
             image(tag)
         }
         Cmd::Demo => {
-            setup()?;
+            setup_core()?;
             demo()
         }
         Cmd::Bench { args } => {
-            setup()?;
+            setup_core()?;
             bench(&args)
         }
     }
@@ -158,7 +158,22 @@ fn output_ok(cmd: &mut Command) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Everything: the Rust pieces and Debian packages ([`setup_core`]), then
+/// the Go builds the tests use (the real control plane, kube-vip; minutes
+/// the first time on a fresh machine).
 fn setup() -> anyhow::Result<()> {
+    setup_core()?;
+    // 4. The lab's real control plane (etcd, kube-apiserver) from tests/controlplane.
+    setup_controlplane()?;
+    // 5. kube-vip (xtask/src/kube_vip.rs): built once into target/kube-vip/.
+    kube_vip::ensure(&root(), &target_dir())?;
+    Ok(())
+}
+
+/// The pinned nightly with rust-src, bpf-linker and the Debian packages:
+/// what the demo, the eBPF build, the fuzzer and the image need (the demo
+/// runs on the embedded Lease server, so a first demo skips the Go builds).
+fn setup_core() -> anyhow::Result<()> {
     let toolchain = ebpf_build::toolchain().map_err(anyhow::Error::msg)?;
     // 1. The pinned nightly with rust-src (RUSTUP_AUTO_INSTALL=0: install explicitly).
     let has_toolchain = output_ok(Command::new("rustup").args(["toolchain", "list"]))
@@ -200,12 +215,7 @@ fn setup() -> anyhow::Result<()> {
         ]))?;
     }
     // 3. Debian packages.
-    ensure_debian_packages("setup", DEBIAN_PACKAGES)?;
-    // 4. The lab's real control plane (etcd, kube-apiserver) from tests/controlplane.
-    setup_controlplane()?;
-    // 5. kube-vip (xtask/src/kube_vip.rs): built once into target/kube-vip/.
-    kube_vip::ensure(&root(), &target_dir())?;
-    Ok(())
+    ensure_debian_packages("setup", DEBIAN_PACKAGES)
 }
 
 /// Builds etcd and kube-apiserver from the Go module once (cached by a hash
