@@ -122,6 +122,30 @@ impl Drop for Worktree {
     }
 }
 
+/// Removes `vip-old-agent-<hash>-<pid>` checkouts whose process is gone.
+fn remove_stale_checkouts() {
+    let Ok(dirs) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for d in dirs.flatten() {
+        let name = d.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("vip-old-agent-")
+            .and_then(|rest| rest.rsplit_once('-'))
+            .and_then(|(_, pid)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            eprintln!(
+                "upgrade: removing {} left by a killed build",
+                d.path().display()
+            );
+            let _ = std::fs::remove_dir_all(d.path());
+        }
+    }
+}
+
 /// The old agent's binary, built on first use (and timed: printed on stderr).
 pub fn old_agent_bin() -> Result<PathBuf, Error> {
     build_at(OLD_COMMIT)
@@ -129,6 +153,9 @@ pub fn old_agent_bin() -> Result<PathBuf, Error> {
 
 /// `vip-agent` of `commit`, built once into `<target>/vip-old-agent/<hash>/`.
 pub fn build_at(commit: &str) -> Result<PathBuf, Error> {
+    // A killed earlier build may have left its checkout (named after its
+    // process, now gone) and a registered worktree behind.
+    remove_stale_checkouts();
     let hash = resolve(commit)?;
     let cache = target_dir().join("vip-old-agent").join(&hash);
     let bin = cache.join("vip-agent");
@@ -141,7 +168,6 @@ pub fn build_at(commit: &str) -> Result<PathBuf, Error> {
         source,
     })?;
     let started = Instant::now();
-    // A killed earlier build may have left a registered worktree behind.
     let _ = git(&["worktree", "prune"]);
     let src = std::env::temp_dir().join(format!(
         "vip-old-agent-{}-{}",
