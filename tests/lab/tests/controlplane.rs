@@ -12,7 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
-use vip_lab::controlplane::{ControlPlane, NodeSpec, readyz};
+use vip_lab::controlplane::{ControlPlane, Identity, NodeSpec, objects, readyz};
 use vip_lab::netns::NetNs;
 use vip_lab::topology::Lan;
 
@@ -101,6 +101,7 @@ fn one_node_control_plane_serves_leases_with_optimistic_concurrency() {
     );
     // The client runs inside the node namespace: 127.0.0.1:6443 is its API server.
     in_node(node.ns(), lease_round_trip(cp.kubeconfig(0)));
+    in_node(node.ns(), identities_as_kubeadm(&cp));
 
     // It listens on the node address too, and its certificate names the node
     // address and the VIP: ask from the client namespace (the VIP put on the node).
@@ -121,6 +122,68 @@ fn one_node_control_plane_serves_leases_with_optimistic_concurrency() {
     drop(cp);
     assert!(!dir.exists(), "{} left behind", dir.display());
     assert_gone(&pids);
+}
+
+/// kubeadm's identities against `--authorization-mode=Node,RBAC`: admin.conf
+/// (group kubeadm:cluster-admins) is forbidden until kubeadm's binding
+/// exists; the agent's own identity can do exactly what deploy/rbac.yaml
+/// grants (Leases in kube-system), nothing else.
+async fn identities_as_kubeadm(cp: &ControlPlane) {
+    let admin = objects::client(cp.kubeconfig_as(0, Identity::Admin))
+        .await
+        .expect("admin client");
+    let agent = objects::client(cp.kubeconfig_as(0, Identity::Agent))
+        .await
+        .expect("agent client");
+    let super_admin = objects::client(cp.kubeconfig_as(0, Identity::SuperAdmin))
+        .await
+        .expect("super-admin client");
+    fn code<T>(r: Result<T, kube::Error>) -> u16 {
+        match r {
+            Ok(_) => 200,
+            Err(kube::Error::Api(s)) => s.code,
+            Err(e) => panic!("not an API answer: {e}"),
+        }
+    }
+    let system_leases = |c: &Client| Api::<Lease>::namespaced(c.clone(), "kube-system");
+    assert_eq!(
+        code(system_leases(&admin).list(&Default::default()).await),
+        403
+    );
+    assert_eq!(
+        code(system_leases(&agent).list(&Default::default()).await),
+        403
+    );
+
+    let applied = objects::apply_rbac_manifest(
+        &super_admin,
+        &objects::deploy_rbac_yaml().expect("deploy/rbac.yaml"),
+    )
+    .await
+    .expect("deploy/rbac.yaml applies");
+    assert_eq!(
+        applied,
+        ["Role/vip-agent-leases", "RoleBinding/vip-agent-leases"]
+    );
+    assert_eq!(
+        code(system_leases(&agent).list(&Default::default()).await),
+        200
+    );
+    assert_eq!(code(system_leases(&agent).get("vip-lab").await), 200);
+    let default_leases = Api::<Lease>::namespaced(agent.clone(), "default");
+    assert_eq!(code(default_leases.list(&Default::default()).await), 403);
+    assert_eq!(
+        code(system_leases(&admin).list(&Default::default()).await),
+        403
+    );
+
+    objects::create_cluster_admins_binding(&super_admin)
+        .await
+        .expect("kubeadm's binding");
+    assert_eq!(
+        code(system_leases(&admin).list(&Default::default()).await),
+        200
+    );
 }
 
 /// No process of `pids` is left (reaped on drop, so /proc has no entry).

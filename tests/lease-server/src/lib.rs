@@ -42,7 +42,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use faults::{Faults, Partition, PartitionMode, Target, identity_from_user_agent};
-pub use kubeconfig::kubeconfig_yaml;
+pub use kubeconfig::{ClientCert, kubeconfig_yaml, kubeconfig_yaml_for};
 pub use store::{EventType, StoreEvent};
 pub use tls::{ADMIN_USER, CertSpec, Pki};
 

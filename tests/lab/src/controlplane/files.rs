@@ -4,7 +4,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
-use vip_lease_server::{CertSpec, Pki};
+use vip_lease_server::{CertSpec, ClientCert, Pki};
 
 use super::Error;
 use super::args::{APISERVER_PORT, FIRST_SERVICE_IP, Member};
@@ -133,12 +133,93 @@ impl ClusterPki {
         Ok(dir)
     }
 
-    /// Writes `home/super-admin.conf` (server: this node's 127.0.0.1:6443).
-    pub fn write_kubeconfig(&self, home: &Path, _me: &Member) -> Result<PathBuf, Error> {
+    /// Writes this node's kubeconfigs, one per [`Identity`], each naming this
+    /// node's API server (`https://127.0.0.1:6443`, as seen inside its namespace).
+    pub fn write_kubeconfigs(&self, home: &Path) -> Result<Kubeconfigs, Error> {
         let server = format!("https://127.0.0.1:{APISERVER_PORT}");
-        let yaml = vip_lease_server::kubeconfig_yaml(&server, "default", &self.pki)?;
-        let path = home.join("super-admin.conf");
-        write(&path, &yaml)?;
-        Ok(path)
+        let mut paths = Vec::new();
+        for id in Identity::ALL {
+            let (cert, key) = self.pki.issue(&CertSpec {
+                cn: id.user(),
+                org: id.group(),
+                client: true,
+                ..CertSpec::default()
+            })?;
+            let yaml = vip_lease_server::kubeconfig_yaml_for(
+                &server,
+                "default",
+                &self.pki.ca_pem,
+                &ClientCert {
+                    user: id.user(),
+                    cert_pem: &cert,
+                    key_pem: &key,
+                },
+            )?;
+            let path = home.join(id.file_name());
+            write(&path, &yaml)?;
+            paths.push(path);
+        }
+        Ok(Kubeconfigs(paths))
+    }
+}
+
+/// Who a kubeconfig authenticates as (kubeadm's client certificates, and the agent's own).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Identity {
+    /// `super-admin.conf`: O=system:masters, rights that RBAC cannot take away.
+    SuperAdmin,
+    /// `admin.conf`: O=kubeadm:cluster-admins, rights only once kubeadm's
+    /// ClusterRoleBinding `kubeadm:cluster-admins` exists.
+    Admin,
+    /// `vip-agent.conf`: user `vip-agent`, the rights of deploy/rbac.yaml.
+    Agent,
+}
+
+impl Identity {
+    pub const ALL: [Identity; 3] = [Identity::SuperAdmin, Identity::Admin, Identity::Agent];
+
+    /// The user name (the certificate's CN).
+    pub fn user(self) -> &'static str {
+        match self {
+            Identity::SuperAdmin => "kubernetes-super-admin",
+            Identity::Admin => "kubernetes-admin",
+            Identity::Agent => "vip-agent",
+        }
+    }
+
+    /// The group (the certificate's O).
+    pub fn group(self) -> Option<&'static str> {
+        match self {
+            Identity::SuperAdmin => Some("system:masters"),
+            Identity::Admin => Some(ADMINS_GROUP),
+            Identity::Agent => None,
+        }
+    }
+
+    /// The kubeconfig's file name, as kubeadm names it.
+    pub fn file_name(self) -> &'static str {
+        match self {
+            Identity::SuperAdmin => "super-admin.conf",
+            Identity::Admin => "admin.conf",
+            Identity::Agent => "vip-agent.conf",
+        }
+    }
+}
+
+/// kubeadm's group of cluster admins (bound to `cluster-admin` by kubeadm's
+/// ClusterRoleBinding of the same name).
+pub const ADMINS_GROUP: &str = "kubeadm:cluster-admins";
+
+/// One node's kubeconfig paths, by [`Identity`].
+#[derive(Clone, Debug)]
+pub struct Kubeconfigs(Vec<PathBuf>);
+
+impl Kubeconfigs {
+    pub fn get(&self, id: Identity) -> &Path {
+        let i = Identity::ALL
+            .iter()
+            .position(|x| *x == id)
+            .unwrap_or_default();
+        &self.0[i]
     }
 }

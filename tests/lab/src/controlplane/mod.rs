@@ -14,6 +14,7 @@
 
 pub mod args;
 mod files;
+pub mod objects;
 pub mod process;
 pub mod readyz;
 
@@ -22,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use args::Member;
+pub use files::{ADMINS_GROUP, Identity, Kubeconfigs};
 use process::Process;
 
 use crate::netns::NetNs;
@@ -115,7 +117,7 @@ pub struct ControlPlane {
     // Field order is drop order: processes first, then their files.
     nodes: Vec<NodeProcs>,
     members: Vec<Member>,
-    kubeconfigs: Vec<PathBuf>,
+    kubeconfigs: Vec<Kubeconfigs>,
     client: std::sync::Arc<rustls::ClientConfig>,
     ready_after: Duration,
     dir: TempDir,
@@ -160,7 +162,7 @@ impl ControlPlane {
                 &args,
                 home.join("etcd.log"),
             )?);
-            kubeconfigs.push(pki.write_kubeconfig(&home, me)?);
+            kubeconfigs.push(pki.write_kubeconfigs(&home)?);
         }
         for ((node, me), etcd) in nodes.iter().zip(&members).zip(etcds) {
             let home = dir.0.join(&me.name);
@@ -204,7 +206,12 @@ impl ControlPlane {
     /// The super-admin kubeconfig of node `i` (server `https://127.0.0.1:6443`,
     /// that is, the node-local API server when used inside node `i`'s namespace).
     pub fn kubeconfig(&self, i: usize) -> &Path {
-        &self.kubeconfigs[i]
+        self.kubeconfigs[i].get(Identity::SuperAdmin)
+    }
+
+    /// Node `i`'s kubeconfig for `id` (server `https://127.0.0.1:6443`).
+    pub fn kubeconfig_as(&self, i: usize, id: Identity) -> &Path {
+        self.kubeconfigs[i].get(id)
     }
 
     /// A TLS client configuration with the super-admin certificate, trusting
