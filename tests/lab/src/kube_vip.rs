@@ -226,6 +226,39 @@ impl Event {
     }
 }
 
+/// What a kube-vip v1.0.0 log line says for the lab's timeline, if it is
+/// about the election or the VIP (every node's `New leader` lines are not).
+pub fn describe(line: &str) -> Option<&'static str> {
+    const TEXTS: [(&str, &str); 7] = [
+        (
+            "successfully acquired lease kube-system/plndr-cp-lock",
+            "acquired the Lease",
+        ),
+        (
+            "INFO layer 2 broadcaster starting",
+            "VIP address added, gratuitous ARP: answering",
+        ),
+        ("failed to renew lease", "could not renew the Lease"),
+        (
+            "Received termination, signaling cluster shutdown",
+            "SIGTERM received",
+        ),
+        (
+            "becoming a follower within the cluster",
+            "lost the Lease: following",
+        ),
+        ("INFO deleted address", "VIP address removed"),
+        (
+            "lost leadership, restarting kube-vip",
+            "exits to be restarted (panic)",
+        ),
+    ];
+    TEXTS
+        .iter()
+        .find(|(needle, _)| line.contains(needle))
+        .map(|(_, what)| *what)
+}
+
 /// The kube-vip binary: `$VIP_KUBE_VIP_BIN`, or setup's build
 /// `<target>/kube-vip/<key>/kube-vip` (key: FNV-1a 64 of tests/kube-vip's
 /// go.mod and go.sum, as xtask/src/kube_vip.rs), the target directory being
@@ -268,16 +301,7 @@ pub fn kube_vip_bin() -> Result<PathBuf, Error> {
         .iter()
         .map(|t| t.join(&rel))
         .find(|b| b.is_file())
-        .ok_or_else(|| {
-            Error::NotBuilt(format!(
-                "no {rel} in {}",
-                targets
-                    .iter()
-                    .map(|t| t.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))
-        })
+        .ok_or_else(|| Error::NotBuilt(format!("no {rel} in {targets:?}")))
 }
 
 /// The kube-vip binary ([`kube_vip_bin`]); otherwise records the skip (a
@@ -304,12 +328,12 @@ pub struct KubeVip {
     vip: Ipv4Addr,
     child: Option<Child>,
     mnt: PathBuf,
-    lines: Arc<Mutex<Vec<String>>>,
+    /// Every output line with the moment it was read (kube-vip writes each
+    /// line at once; its own timestamps have one-second resolution).
+    lines: Arc<Mutex<Vec<(Instant, String)>>>,
     rx: mpsc::Receiver<String>,
     /// Leading (from [`Event::Leading`] until [`Event::Lost`]).
     leading: bool,
-    /// The last holder seen in a [`Event::NewLeader`] line.
-    leader: Option<String>,
 }
 
 impl std::fmt::Debug for KubeVip {
@@ -330,7 +354,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 fn pump(
     stream: impl Read + Send + 'static,
     tag: String,
-    store: Arc<Mutex<Vec<String>>>,
+    store: Arc<Mutex<Vec<(Instant, String)>>>,
     tx: mpsc::Sender<String>,
 ) {
     let echo = std::env::var_os("VIP_LAB_ECHO").is_some();
@@ -339,7 +363,7 @@ fn pump(
             if echo {
                 eprintln!("[{tag}] {line}");
             }
-            lock(&store).push(line.clone());
+            lock(&store).push((Instant::now(), line.clone()));
             // The receiver may be gone (dropped): the line stays stored.
             let _ = tx.send(line);
         }
@@ -443,7 +467,6 @@ impl KubeVip {
             lines,
             rx,
             leading: false,
-            leader: None,
         })
     }
 
@@ -464,12 +487,6 @@ impl KubeVip {
         self.leading
     }
 
-    /// The last holder a `New leader` line named, from the lines seen so far.
-    pub fn leader_seen(&mut self) -> Option<String> {
-        self.consume();
-        self.leader.clone()
-    }
-
     fn consume(&mut self) {
         while let Ok(line) = self.rx.try_recv() {
             self.observe(&line);
@@ -480,8 +497,7 @@ impl KubeVip {
         match Event::of_line(line) {
             Some(Event::Leading) => self.leading = true,
             Some(Event::Lost) => self.leading = false,
-            Some(Event::NewLeader(n)) => self.leader = Some(n),
-            Some(Event::Acquired) | None => {}
+            Some(Event::Acquired | Event::NewLeader(_)) | None => {}
         }
     }
 
@@ -496,7 +512,7 @@ impl KubeVip {
     pub fn wait_for_line(&mut self, needle: &str, timeout: Duration) -> anyhow::Result<()> {
         let what = format!("printing {needle:?}");
         Ok(self.try_wait(timeout, &what, |k| {
-            lock(&k.lines).iter().any(|l| l.contains(needle))
+            lock(&k.lines).iter().any(|(_, l)| l.contains(needle))
         })?)
     }
 
@@ -605,11 +621,20 @@ impl KubeVip {
     /// The last `n` lines of its output.
     pub fn tail(&self, n: usize) -> String {
         let lines = lock(&self.lines);
-        lines[lines.len().saturating_sub(n)..].join("\n")
+        lines[lines.len().saturating_sub(n)..]
+            .iter()
+            .map(|(_, l)| l.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     /// Every line of its output so far.
     pub fn log(&self) -> Vec<String> {
+        lock(&self.lines).iter().map(|(_, l)| l.clone()).collect()
+    }
+
+    /// Every line of its output so far, with the moment it was read.
+    pub fn log_timed(&self) -> Vec<(Instant, String)> {
         lock(&self.lines).clone()
     }
 }
@@ -719,6 +744,22 @@ mod tests {
         ] {
             assert_eq!(of(none), None, "{none}");
         }
+    }
+
+    #[test]
+    fn timeline_texts() {
+        assert_eq!(
+            describe("2026/11/26 15:31:11 INFO deleted address IP=192.0.2.200 interface=eth0"),
+            Some("VIP address removed")
+        );
+        assert_eq!(
+            describe("2026/11/26 15:30:23 INFO layer 2 broadcaster starting"),
+            Some("VIP address added, gratuitous ARP: answering")
+        );
+        assert_eq!(
+            describe("2026/11/26 15:30:23 INFO New leader leader=n1"),
+            None
+        );
     }
 
     #[test]
