@@ -41,6 +41,10 @@ pub const STEPPING_DOWN: &str = "stepping_down";
 pub const LEASE_RELEASED: &str = "lease_released";
 /// Fence inactive, VIP address removed: the node is a follower.
 pub const FOLLOWING: &str = "following";
+/// A follower's watch on the Lease is open (a release is seen at once).
+pub const WATCH_OPENED: &str = "watch_opened";
+/// A 403 Forbidden on the Lease: not leading, retrying.
+pub const FORBIDDEN: &str = "forbidden";
 /// The health check failed often enough: the node is unhealthy.
 pub const HEALTH_FAILING: &str = "health_failing";
 /// The health check passes again: the node is healthy.
@@ -73,6 +77,8 @@ pub const ALL: &[&str] = &[
     STEPPING_DOWN,
     LEASE_RELEASED,
     FOLLOWING,
+    WATCH_OPENED,
+    FORBIDDEN,
     HEALTH_FAILING,
     HEALTH_PASSING,
     SIGTERM_STOPPING,
