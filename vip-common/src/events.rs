@@ -57,6 +57,12 @@ pub const SIGINT_STOPPING: &str = "sigint_stopping";
 pub const REPAIRED: &str = "repaired";
 /// Another host announces a VIP while this node answers for it.
 pub const CONFLICTING_CLAIM: &str = "conflicting_claim";
+/// `--kubeconfig` is forbidden on the Lease: the election uses
+/// `--super-admin-kubeconfig` until it is allowed (kubeadm >= 1.29, first
+/// control-plane node, before kubeadm's `kubeadm:cluster-admins` binding).
+pub const CREDENTIALS_SUPER_ADMIN: &str = "credentials_super_admin";
+/// `--kubeconfig` is allowed on the Lease again: back to it from super-admin.
+pub const CREDENTIALS_ADMIN: &str = "credentials_admin";
 
 /// Every event name, for readers that check they know them all.
 pub const ALL: &[&str] = &[
@@ -85,6 +91,8 @@ pub const ALL: &[&str] = &[
     SIGINT_STOPPING,
     REPAIRED,
     CONFLICTING_CLAIM,
+    CREDENTIALS_SUPER_ADMIN,
+    CREDENTIALS_ADMIN,
 ];
 
 #[cfg(test)]
