@@ -15,6 +15,7 @@ use crate::announce::{AnnounceConfig, Announcer};
 use crate::cli::RunArgs;
 use crate::clock::MonoTime;
 use crate::dataplane::{self, Counters, Dataplane, DataplaneConfig, Repair};
+use crate::election::fallback::{FallbackStore, KubeSuperAdmin};
 use crate::election::health::{KubeProbe, run_checker};
 use crate::election::kube_store::KubeLeaseStore;
 use crate::election::{self, Role, Status};
@@ -141,7 +142,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let result = match client {
         None => run_without_election(&node, &args, &shutdown, &status_tx).await,
-        Some(client) => run_election(&node, &args, client, shutdown.clone(), status_tx).await,
+        Some(client) => {
+            run_election(&node, &args, client, &metrics, shutdown.clone(), status_tx).await
+        }
     };
     if let Err(e) = &result {
         warn!(error = %format!("{e:#}"), "stopping after an error");
@@ -171,11 +174,28 @@ async fn run_election(
     node: &Arc<Node>,
     args: &RunArgs,
     client: kube::Client,
+    metrics: &Metrics,
     shutdown: CancellationToken,
     status: watch::Sender<Status>,
 ) -> anyhow::Result<()> {
     let cfg = args.election_config()?;
-    let store = KubeLeaseStore::new(client.clone(), &cfg.namespace, &cfg.lease_name);
+    // admin.conf, or super-admin.conf while admin.conf is forbidden.
+    let super_admin = args.super_admin_client_options()?.map(|options| {
+        let path = options.kubeconfig.clone();
+        let source = KubeSuperAdmin {
+            options,
+            namespace: cfg.namespace.clone(),
+            name: cfg.lease_name.clone(),
+        };
+        (source, path)
+    });
+    let m = metrics.clone();
+    let store = FallbackStore::new(
+        KubeLeaseStore::new(client.clone(), &cfg.namespace, &cfg.lease_name),
+        &args.kubeconfig,
+        super_admin,
+        move |k| m.set_credentials(k),
+    );
     let (health_tx, health_rx) = watch::channel(true);
     let probe = KubeProbe {
         client,
@@ -188,7 +208,13 @@ async fn run_election(
             async move { run_checker(&probe, &health_cfg, health_tx, health_shutdown).await },
         );
     // election::run logs "leader election starting" once the settings are checked.
-    let r = election::run(&store, &cfg, node.as_ref(), health_rx, shutdown, status).await;
+    let r = tokio::select! {
+        biased;
+        r = election::run(&store, &cfg, node.as_ref(), health_rx, shutdown, status) => r,
+        () = store.probe_admin(cfg.retry_period, cfg.request_timeout()) => {
+            unreachable!("the admin probe runs until dropped")
+        }
+    };
     health_task.abort();
     Ok(r?)
 }

@@ -95,6 +95,14 @@ pub struct RunArgs {
     #[arg(long, env = "VIP_KUBECONFIG", default_value = election::client::DEFAULT_KUBECONFIG)]
     pub kubeconfig: PathBuf,
 
+    /// kubeconfig the election uses while --kubeconfig is forbidden on the Lease
+    /// (kubeadm >= 1.29: on the first control-plane node admin.conf has no rights
+    /// until kubeadm creates the kubeadm:cluster-admins binding, through the VIP);
+    /// back to --kubeconfig as soon as that is allowed. A missing file is fine
+    /// (join nodes have none). Empty: never.
+    #[arg(long, env = "VIP_SUPER_ADMIN_KUBECONFIG", default_value = election::client::DEFAULT_SUPER_ADMIN_KUBECONFIG)]
+    pub super_admin_kubeconfig: String,
+
     /// API server URL that overrides the kubeconfig's: the LOCAL API server, so the
     /// agent works during `kubeadm init` before the VIP exists. Empty: use the kubeconfig's server.
     #[arg(long, env = "VIP_API_SERVER", default_value = election::client::DEFAULT_API_SERVER)]
@@ -192,11 +200,9 @@ pub enum ManifestKind {
 ///
 /// `--kubeconfig` names the file on the host; it is mounted read-only at
 /// [`CONTAINER_KUBECONFIG`](crate::manifest::CONTAINER_KUBECONFIG).
-/// kubeadm >= 1.29: on the FIRST control-plane node
-/// during `kubeadm init`, admin.conf has no rights until kubeadm creates the
-/// `kubeadm:cluster-admins` binding (which needs the API server, which needs
-/// the VIP...), so pass `--kubeconfig /etc/kubernetes/super-admin.conf` there
-/// and switch back to admin.conf after init (deploy/README.md).
+/// `--super-admin-kubeconfig` names a file on the host too; its directory is
+/// mounted read-only (the file exists on the `kubeadm init` node only), so
+/// the same manifest serves init and join nodes (deploy/README.md).
 #[derive(Debug, Clone, Args)]
 pub struct ManifestPodArgs {
     #[command(flatten)]

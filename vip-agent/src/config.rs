@@ -78,6 +78,17 @@ impl RunArgs {
         Ok(o)
     }
 
+    /// The options of the super-admin client (`--super-admin-kubeconfig`, the
+    /// rest as [`Self::client_options`]); `None` when the flag is empty.
+    pub fn super_admin_client_options(&self) -> Result<Option<ClientOptions>, ConfigError> {
+        if self.super_admin_kubeconfig.is_empty() {
+            return Ok(None);
+        }
+        let mut o = self.client_options()?;
+        o.kubeconfig = self.super_admin_kubeconfig.clone().into();
+        Ok(Some(o))
+    }
+
     /// `run --check-config`: the settings in force, one `name: value` per
     /// line (durations like 5s or 500ms), after the kube-vip environment,
     /// our variables and the flags are merged.
@@ -108,6 +119,14 @@ impl RunArgs {
             ("renew-deadline", d(self.renew_deadline)),
             ("retry-period", d(self.retry_period)),
             ("kubeconfig", self.kubeconfig.display().to_string()),
+            (
+                "super-admin-kubeconfig",
+                if self.super_admin_kubeconfig.is_empty() {
+                    "(off)".to_owned()
+                } else {
+                    self.super_admin_kubeconfig.clone()
+                },
+            ),
             ("api-server", api),
             ("health-check", self.health_check.to_string()),
             ("metrics-addr", self.metrics_addr.clone()),

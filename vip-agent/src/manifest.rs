@@ -30,8 +30,16 @@ use crate::config::ConfigError;
 use crate::dataplane::BPFFS;
 
 /// Where the host's kubeconfig is mounted in the container, whatever its host
-/// path: switching admin.conf <-> super-admin.conf only changes the hostPath.
+/// path.
 pub const CONTAINER_KUBECONFIG: &str = "/etc/vip-agent/kubeconfig";
+/// Volume of the directory holding `--super-admin-kubeconfig` (mounted
+/// read-only at the same path in the container). A directory, not the file:
+/// kubeadm writes super-admin.conf on the `kubeadm init` node only, so on a
+/// join node the file is missing; a `File` hostPath would keep the pod from
+/// starting there, and `FileOrCreate` would leave an empty super-admin.conf
+/// in /etc/kubernetes for kubeadm to trip over (and a file mount would keep
+/// showing a super-admin.conf the operator has deleted).
+pub const SUPER_ADMIN_VOLUME: &str = "super-admin-dir";
 /// Static pod name (the mirror pod is `vip-agent-<node name>`).
 pub const POD_NAME: &str = "vip-agent";
 /// Namespace of the mirror pod (the Lease namespace is `--lease-namespace`).
@@ -58,6 +66,11 @@ pub enum ManifestError {
         "--kubeconfig {0:?} must be an absolute path on the host; fix: e.g. /etc/kubernetes/admin.conf"
     )]
     RelativeKubeconfig(String),
+    #[error(
+        "--super-admin-kubeconfig {0:?} must be an absolute path to a file in a directory other \
+         than / on the host; fix: e.g. /etc/kubernetes/super-admin.conf, or empty for no fallback"
+    )]
+    BadSuperAdminKubeconfig(String),
     #[error(
         "--pin-dir {0:?} is outside {BPFFS}: only {BPFFS} is mounted from the host, so pins elsewhere \
          die with the container and the fence with them; fix: drop --pin-dir or give a directory under {BPFFS}/"
@@ -112,6 +125,7 @@ pub fn pod(args: &ManifestPodArgs) -> Result<Pod, ManifestError> {
             run.kubeconfig.display().to_string(),
         ));
     }
+    let super_admin_dir = super_admin_dir(&run.super_admin_kubeconfig)?;
     if let Some(dir) = &run.pin_dir
         && (!dir.starts_with(BPFFS) || dir == Path::new(BPFFS))
     {
@@ -164,22 +178,32 @@ pub fn pod(args: &ManifestPodArgs) -> Result<Pod, ManifestError> {
             ])),
             ..Default::default()
         }),
-        volume_mounts: Some(vec![
-            VolumeMount {
-                name: "kubeconfig".into(),
-                mount_path: CONTAINER_KUBECONFIG.into(),
+        volume_mounts: Some(
+            [
+                VolumeMount {
+                    name: "kubeconfig".into(),
+                    mount_path: CONTAINER_KUBECONFIG.into(),
+                    read_only: Some(true),
+                    ..Default::default()
+                },
+                VolumeMount {
+                    name: "bpffs".into(),
+                    mount_path: BPFFS.into(),
+                    // If the host has no bpffs there yet, the agent mounts one; it
+                    // must reach the host so the pins outlive the container.
+                    mount_propagation: Some("Bidirectional".into()),
+                    ..Default::default()
+                },
+            ]
+            .into_iter()
+            .chain(super_admin_dir.as_ref().map(|dir| VolumeMount {
+                name: SUPER_ADMIN_VOLUME.into(),
+                mount_path: dir.clone(),
                 read_only: Some(true),
                 ..Default::default()
-            },
-            VolumeMount {
-                name: "bpffs".into(),
-                mount_path: BPFFS.into(),
-                // If the host has no bpffs there yet, the agent mounts one; it
-                // must reach the host so the pins outlive the container.
-                mount_propagation: Some("Bidirectional".into()),
-                ..Default::default()
-            },
-        ]),
+            }))
+            .collect(),
+        ),
         ..Default::default()
     };
 
@@ -209,14 +233,40 @@ pub fn pod(args: &ManifestPodArgs) -> Result<Pod, ManifestError> {
             priority_class_name: Some("system-node-critical".into()),
             termination_grace_period_seconds: Some(i64::try_from(grace).unwrap_or(i64::MAX)),
             containers: vec![container],
-            volumes: Some(vec![
-                host_path("kubeconfig", &run.kubeconfig.display().to_string(), "File"),
-                host_path("bpffs", BPFFS, "DirectoryOrCreate"),
-            ]),
+            volumes: Some(
+                [
+                    host_path("kubeconfig", &run.kubeconfig.display().to_string(), "File"),
+                    host_path("bpffs", BPFFS, "DirectoryOrCreate"),
+                ]
+                .into_iter()
+                .chain(
+                    super_admin_dir
+                        .as_ref()
+                        .map(|dir| host_path(SUPER_ADMIN_VOLUME, dir, "Directory")),
+                )
+                .collect(),
+            ),
             ..Default::default()
         }),
         status: None,
     })
+}
+
+/// The host directory of `--super-admin-kubeconfig` (mounted at the same
+/// path), `None` when the flag is empty (no fallback, no mount).
+fn super_admin_dir(path: &str) -> Result<Option<String>, ManifestError> {
+    if path.is_empty() {
+        return Ok(None);
+    }
+    let p = Path::new(path);
+    let bad = || ManifestError::BadSuperAdminKubeconfig(path.to_owned());
+    if !p.is_absolute() || p.file_name().is_none() {
+        return Err(bad());
+    }
+    match p.parent() {
+        Some(dir) if dir != Path::new("/") => Ok(Some(dir.display().to_string())),
+        _ => Err(bad()),
+    }
 }
 
 /// The container's arguments: `run` with the core settings always spelled
@@ -241,6 +291,12 @@ pub fn run_command_line(run: &RunArgs) -> Vec<String> {
     always(&mut out, "lease-name", run.lease_name.clone());
     always(&mut out, "lease-namespace", run.lease_namespace.clone());
     always(&mut out, "kubeconfig", CONTAINER_KUBECONFIG.to_owned());
+    // Same path in the container (its directory is mounted there); empty: off.
+    always(
+        &mut out,
+        "super-admin-kubeconfig",
+        run.super_admin_kubeconfig.clone(),
+    );
     always(&mut out, "api-server", run.api_server.clone());
     always(&mut out, "metrics-addr", run.metrics_addr.clone());
     if let Some(n) = &run.node_name {

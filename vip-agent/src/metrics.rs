@@ -7,7 +7,7 @@
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -19,6 +19,7 @@ use vip_common::{PassReason, Proto, ProtoCounter, RefuseReason};
 
 use crate::clock::MonoTime;
 use crate::dataplane::{Counters, RepairKind};
+use crate::election::credentials::Kubeconfig;
 use crate::election::{Role, Status};
 
 /// Everything the exposition reads. Cheap to clone.
@@ -35,6 +36,8 @@ struct Inner {
     counters: watch::Receiver<Option<Counters>>,
     announcements: AtomicU64,
     repairs: [AtomicU64; RepairKind::ALL.len()],
+    /// 0: no election (no kubeconfig); else 1 + the index in [`Kubeconfig::ALL`].
+    credentials: AtomicU8,
     ready: watch::Receiver<bool>,
 }
 
@@ -56,6 +59,7 @@ impl Metrics {
                 counters,
                 announcements: AtomicU64::new(0),
                 repairs: Default::default(),
+                credentials: AtomicU8::new(0),
                 ready,
             }),
         }
@@ -69,6 +73,14 @@ impl Metrics {
 
     pub fn add_repair(&self, kind: RepairKind) {
         self.inner.repairs[kind as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The kubeconfig the election uses now.
+    pub fn set_credentials(&self, k: Kubeconfig) {
+        let i = Kubeconfig::ALL.iter().position(|x| *x == k).unwrap_or(0);
+        self.inner
+            .credentials
+            .store(u8::try_from(i + 1).unwrap_or(1), Ordering::Relaxed);
     }
 
     /// The text exposition (Prometheus format 0.0.4).
@@ -162,6 +174,26 @@ impl Metrics {
                 i.announcements.load(Ordering::Relaxed).to_string(),
             )],
         );
+        let credentials = i.credentials.load(Ordering::Relaxed);
+        if credentials > 0 {
+            let samples: Vec<_> = Kubeconfig::ALL
+                .iter()
+                .enumerate()
+                .map(|(n, k)| {
+                    (
+                        format!("{{kubeconfig=\"{}\"}}", k.label()),
+                        u8::from(usize::from(credentials) == n + 1).to_string(),
+                    )
+                })
+                .collect();
+            family(
+                "vip_agent_credentials",
+                "gauge",
+                "1 for the kubeconfig the election uses: admin (--kubeconfig) or super-admin \
+                 (--super-admin-kubeconfig, while --kubeconfig is forbidden on the Lease).",
+                &samples,
+            );
+        }
         let repairs: Vec<_> = RepairKind::ALL
             .iter()
             .map(|k| {
@@ -384,7 +416,16 @@ mod tests {
         m.add_announcements(4);
         m.add_repair(RepairKind::StaleLink);
         m.add_repair(RepairKind::StaleLink);
+        assert!(!m.render().contains("vip_agent_credentials"), "no election");
+        m.set_credentials(Kubeconfig::SuperAdmin);
         let text = m.render();
+        assert!(text.contains("vip_agent_credentials{kubeconfig=\"super-admin\"} 1"));
+        assert!(text.contains("vip_agent_credentials{kubeconfig=\"admin\"} 0"));
+        m.set_credentials(Kubeconfig::Admin);
+        assert!(
+            m.render()
+                .contains("vip_agent_credentials{kubeconfig=\"admin\"} 1")
+        );
         for fam in [
             "vip_agent_leader",
             "vip_xdp_answered_total",

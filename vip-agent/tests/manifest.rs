@@ -142,11 +142,22 @@ fn example_pod_parses_back_and_carries_every_choice() {
     assert_eq!(hp("kubeconfig").path, "/etc/kubernetes/admin.conf");
     assert_eq!(hp("kubeconfig").type_.as_deref(), Some("File"));
     assert_eq!(hp("bpffs").path, "/sys/fs/bpf");
+    // super-admin.conf's directory, so a join node (no such file) starts too.
+    assert_eq!(hp(manifest::SUPER_ADMIN_VOLUME).path, "/etc/kubernetes");
+    assert_eq!(
+        hp(manifest::SUPER_ADMIN_VOLUME).type_.as_deref(),
+        Some("Directory")
+    );
     let mounts = c.volume_mounts.as_ref().unwrap();
     let m = |name: &str| mounts.iter().find(|m| m.name == name).unwrap().clone();
     assert_eq!(m("kubeconfig").mount_path, CONTAINER_KUBECONFIG);
     assert_eq!(m("kubeconfig").read_only, Some(true));
     assert_eq!(m("bpffs").mount_path, "/sys/fs/bpf");
+    assert_eq!(
+        m(manifest::SUPER_ADMIN_VOLUME).mount_path,
+        "/etc/kubernetes"
+    );
+    assert_eq!(m(manifest::SUPER_ADMIN_VOLUME).read_only, Some(true));
     assert_eq!(
         m("bpffs").mount_propagation.as_deref(),
         Some("Bidirectional")
@@ -168,6 +179,10 @@ fn example_pod_parses_back_and_carries_every_choice() {
         vec!["192.0.2.10".parse::<std::net::IpAddr>().unwrap()]
     );
     assert_eq!(run.kubeconfig, PathBuf::from(CONTAINER_KUBECONFIG));
+    assert_eq!(
+        run.super_admin_kubeconfig,
+        "/etc/kubernetes/super-admin.conf"
+    );
     assert!(run.health_check);
     assert_eq!(run.metrics_addr, "0.0.0.0:2112");
 }
@@ -301,6 +316,58 @@ fn defaults_give_a_valid_manifest_and_no_metrics_means_no_probe() {
     assert_eq!(run_args_of(&pod).metrics_addr, "");
 }
 
+/// `--super-admin-kubeconfig`: its directory mounted at the same path; empty
+/// turns the fallback off and mounts nothing.
+#[test]
+fn super_admin_kubeconfig_mounts_its_directory_or_nothing() {
+    let dir_of = |yaml: &str| {
+        let pod = parse_pod(yaml);
+        let spec = pod.spec.as_ref().unwrap();
+        let mount = spec.containers[0]
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|m| m.name == manifest::SUPER_ADMIN_VOLUME)
+            .map(|m| m.mount_path.clone());
+        let host = spec
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|v| v.name == manifest::SUPER_ADMIN_VOLUME)
+            .map(|v| v.host_path.clone().unwrap().path);
+        assert_eq!(mount, host, "mounted at the same path");
+        (run_args_of(&pod).super_admin_kubeconfig, host)
+    };
+    let yaml = pod_yaml(&[
+        "--interface",
+        "eth0",
+        "--address",
+        "192.0.2.10",
+        "--super-admin-kubeconfig",
+        "/srv/kubeadm/break-glass.conf",
+    ])
+    .unwrap();
+    assert_eq!(
+        dir_of(&yaml),
+        (
+            "/srv/kubeadm/break-glass.conf".to_owned(),
+            Some("/srv/kubeadm".to_owned())
+        )
+    );
+    let yaml = pod_yaml(&[
+        "--interface",
+        "eth0",
+        "--address",
+        "192.0.2.10",
+        "--super-admin-kubeconfig",
+        "",
+    ])
+    .unwrap();
+    assert_eq!(dir_of(&yaml), (String::new(), None));
+}
+
 #[test]
 fn bad_input_names_the_flag_and_the_fix() {
     let cases: &[(&[&str], &[&str])] = &[
@@ -371,6 +438,31 @@ fn bad_input_names_the_flag_and_the_fix() {
                 "admin.conf",
             ],
             &["--kubeconfig", "absolute"],
+        ),
+        (
+            &[
+                "--interface",
+                "eth0",
+                "--address",
+                "192.0.2.10",
+                "--super-admin-kubeconfig",
+                "super-admin.conf",
+            ],
+            &["--super-admin-kubeconfig", "absolute", "fix"],
+        ),
+        (
+            &[
+                "--interface",
+                "eth0",
+                "--address",
+                "192.0.2.10",
+                "--super-admin-kubeconfig",
+                "/super-admin.conf",
+            ],
+            &[
+                "--super-admin-kubeconfig",
+                "/etc/kubernetes/super-admin.conf",
+            ],
         ),
         (
             &[
@@ -570,10 +662,11 @@ fn yaml_file(rel: &str) -> Value {
     serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// The kubeadm snippet's `manifest pod` flags are accepted, and its
-/// admin.conf <-> super-admin.conf sed matches the rendered hostPath line.
+/// The kubeadm snippet's `manifest pod` flags are accepted, and nothing edits
+/// the manifest afterwards: the pod itself falls back to super-admin.conf on
+/// the first kubeadm >= 1.29 node (its directory mounted, the flag passed).
 #[test]
-fn kubeadm_snippet_flags_render_and_its_sed_matches() {
+fn kubeadm_snippet_flags_render_without_hand_edits() {
     let snippet = yaml_file("kubeadm/kubeadmcontrolplane-snippet.yaml");
     let spec = &snippet["spec"]["kubeadmConfigSpec"];
     let commands: Vec<&str> = spec["preKubeadmCommands"]
@@ -610,24 +703,21 @@ fn kubeadm_snippet_flags_render_and_its_sed_matches() {
         yaml.contains(&format!("image: {pulled}\n")),
         "pod does not run the pulled {pulled}"
     );
-    let hits = |y: &str, p: &str| y.lines().filter(|l| l.trim() == p).count();
-    assert_eq!(
-        hits(&yaml, "path: /etc/kubernetes/admin.conf"),
-        1,
-        "the pre-kubeadm sed must match one line"
+    assert!(
+        yaml.contains("- --super-admin-kubeconfig=/etc/kubernetes/super-admin.conf\n"),
+        "{yaml}"
     );
-    assert!(commands.iter().any(|c| {
-        c.contains("s#path: /etc/kubernetes/admin.conf#path: /etc/kubernetes/super-admin.conf#")
-    }));
-    let post: Vec<&str> = spec["postKubeadmCommands"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|c| c.as_str())
-        .collect();
-    assert!(post.iter().any(|c| {
-        c.contains("s#path: /etc/kubernetes/super-admin.conf#path: /etc/kubernetes/admin.conf#")
-    }));
+    assert!(yaml.contains("  - hostPath:\n      path: /etc/kubernetes\n      type: Directory\n"));
+    for c in &commands {
+        assert!(
+            !c.contains("sed ") && !c.contains("super-admin"),
+            "no manifest edits: {c}"
+        );
+    }
+    assert!(
+        spec.get("postKubeadmCommands").is_none(),
+        "nothing to undo after kubeadm"
+    );
 }
 
 /// prometheus.yml holds exactly scrape.yaml's job; promtool (Debian package

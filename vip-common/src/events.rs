@@ -41,6 +41,10 @@ pub const STEPPING_DOWN: &str = "stepping_down";
 pub const LEASE_RELEASED: &str = "lease_released";
 /// Fence inactive, VIP address removed: the node is a follower.
 pub const FOLLOWING: &str = "following";
+/// A follower's watch on the Lease is open (a release is seen at once).
+pub const WATCH_OPENED: &str = "watch_opened";
+/// A 403 Forbidden on the Lease: not leading, retrying.
+pub const FORBIDDEN: &str = "forbidden";
 /// The health check failed often enough: the node is unhealthy.
 pub const HEALTH_FAILING: &str = "health_failing";
 /// The health check passes again: the node is healthy.
@@ -53,6 +57,12 @@ pub const SIGINT_STOPPING: &str = "sigint_stopping";
 pub const REPAIRED: &str = "repaired";
 /// Another host announces a VIP while this node answers for it.
 pub const CONFLICTING_CLAIM: &str = "conflicting_claim";
+/// `--kubeconfig` is forbidden on the Lease: the election uses
+/// `--super-admin-kubeconfig` until it is allowed (kubeadm >= 1.29, first
+/// control-plane node, before kubeadm's `kubeadm:cluster-admins` binding).
+pub const CREDENTIALS_SUPER_ADMIN: &str = "credentials_super_admin";
+/// `--kubeconfig` is allowed on the Lease again: back to it from super-admin.
+pub const CREDENTIALS_ADMIN: &str = "credentials_admin";
 
 /// Every event name, for readers that check they know them all.
 pub const ALL: &[&str] = &[
@@ -73,12 +83,16 @@ pub const ALL: &[&str] = &[
     STEPPING_DOWN,
     LEASE_RELEASED,
     FOLLOWING,
+    WATCH_OPENED,
+    FORBIDDEN,
     HEALTH_FAILING,
     HEALTH_PASSING,
     SIGTERM_STOPPING,
     SIGINT_STOPPING,
     REPAIRED,
     CONFLICTING_CLAIM,
+    CREDENTIALS_SUPER_ADMIN,
+    CREDENTIALS_ADMIN,
 ];
 
 #[cfg(test)]

@@ -63,9 +63,15 @@ enum Cmd {
         #[arg(long)]
         tag: Option<String>,
     },
-    /// The lab, live: 3 nodes, a client and a Lease server in namespaces; crash and
+    /// The lab, live: 3 nodes, a client and an API server in namespaces; crash and
     /// gracefully stop the leader, print each failover's timeline and outage (root).
-    Demo,
+    Demo {
+        /// `embedded` (default: the home-made Lease server, so a first demo on a fresh
+        /// machine needs no Go build) or `real` (etcd + kube-apiserver in every node,
+        /// built once by setup: 10-13 min the first time).
+        #[arg(long, default_value = "embedded", value_parser = ["embedded", "real"])]
+        control_plane: String,
+    },
     /// Benchmarks (root): `bench failover [--repeats R] [--out DIR] [--scenario NAME ...]
     /// [--implementation NAME ...]` runs vip-agent and keepalived side by side in the
     /// lab (release builds) and writes results/<timestamp>/; see `vip-lab bench failover --help`.
@@ -116,12 +122,25 @@ fn main() -> anyhow::Result<()> {
             setup_core()?;
             image(tag)
         }
-        Cmd::Demo => {
-            setup_core()?;
-            demo()
+        Cmd::Demo { control_plane } => {
+            if control_plane == "real" {
+                setup()?;
+            } else {
+                setup_core()?;
+            }
+            demo(&control_plane)
         }
         Cmd::Bench { args } => {
-            setup_core()?;
+            // `bench failover` runs on the real control plane unless told otherwise.
+            let embedded = args
+                .windows(2)
+                .any(|w| w[0] == "--control-plane" && w[1] == "embedded")
+                || args.iter().any(|a| a == "--control-plane=embedded");
+            if args.first().is_some_and(|a| a == "failover") && !embedded {
+                setup()?;
+            } else {
+                setup_core()?;
+            }
             bench(&args)
         }
     }
@@ -333,7 +352,7 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn demo() -> anyhow::Result<()> {
+fn demo(control_plane: &str) -> anyhow::Result<()> {
     // Build both binaries first (the agent embeds a freshly built XDP object),
     // then run the lab with exactly that agent.
     run(Command::new(env!("CARGO")).current_dir(root()).args([
@@ -348,13 +367,14 @@ fn demo() -> anyhow::Result<()> {
     let lab = bin_dir.join("vip-lab");
     let agent = bin_dir.join("vip-agent");
     let mut cmd = Command::new(&lab);
-    cmd.arg("demo").env("VIP_AGENT_BIN", &agent);
+    cmd.args(["demo", "--control-plane", control_plane])
+        .env("VIP_AGENT_BIN", &agent);
     if !nix_is_root() {
         // Namespaces, XDP and bpffs need root: re-run the lab through sudo.
         cmd = Command::new("sudo");
         cmd.arg("--preserve-env=VIP_AGENT_BIN,RUST_LOG")
             .arg(&lab)
-            .arg("demo")
+            .args(["demo", "--control-plane", control_plane])
             .env("VIP_AGENT_BIN", &agent);
     }
     run(&mut cmd)

@@ -9,7 +9,7 @@ use anyhow::Context as _;
 
 use crate::report::{self, preset};
 use crate::{BenchOptions, scenario_of_name};
-use vip_lab::lab::Scenario;
+use vip_lab::lab::{ControlPlaneKind, Scenario};
 
 /// `vip-lab bench ...`.
 #[derive(clap::Subcommand, Debug)]
@@ -166,6 +166,10 @@ pub struct FailoverArgs {
     /// Print the agents' and keepalived's log lines.
     #[arg(long)]
     pub echo_logs: bool,
+    /// The API server: `real` (etcd + kube-apiserver in every node, built by
+    /// `cargo xtask setup`) or `embedded` (the home-made Lease server).
+    #[arg(long, default_value = "real", value_name = "KIND")]
+    pub control_plane: ControlPlaneKind,
 }
 
 impl FailoverArgs {
@@ -191,6 +195,7 @@ impl FailoverArgs {
             probe_interval: Duration::from_millis(self.probe_interval_ms),
             nodes: usize::try_from(self.nodes).unwrap_or(3),
             echo_logs: self.echo_logs,
+            control_plane: self.control_plane,
         }
     }
 }

@@ -22,7 +22,7 @@ use anyhow::Context as _;
 
 pub use report::{BenchMeta, BenchReport, ImplementationInfo, RunFailure};
 use vip_lab::lab::record::RunRecord;
-use vip_lab::lab::{Implementation, Lab, LabConfig, Scenario};
+use vip_lab::lab::{ControlPlaneKind, Implementation, Lab, LabConfig, Scenario};
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -40,6 +40,8 @@ pub struct BenchOptions {
     pub nodes: usize,
     /// Print the members' log lines.
     pub echo_logs: bool,
+    /// The API server of the lab.
+    pub control_plane: ControlPlaneKind,
 }
 
 impl Default for BenchOptions {
@@ -55,15 +57,21 @@ impl Default for BenchOptions {
             probe_interval: LabConfig::default().probe_interval,
             nodes: LabConfig::default().nodes,
             echo_logs: false,
+            control_plane: ControlPlaneKind::Real,
         }
     }
 }
 
-/// The scenarios of `scenarios` that `implementation` can run.
-pub fn applicable(implementation: &Implementation, scenarios: &[Scenario]) -> Vec<Scenario> {
+/// The scenarios of `scenarios` that `implementation` can run on `kind` of control plane.
+pub fn applicable(
+    implementation: &Implementation,
+    scenarios: &[Scenario],
+    kind: ControlPlaneKind,
+) -> Vec<Scenario> {
     scenarios
         .iter()
         .copied()
+        .filter(|s| s.applies_to(kind))
         .filter(|s| {
             !matches!(implementation, Implementation::Keepalived { .. })
                 || s.applies_to_keepalived()
@@ -193,7 +201,7 @@ pub async fn run_in(opts: BenchOptions) -> anyhow::Result<(BenchReport, PathBuf)
         took,
     };
     for implementation in &opts.implementations {
-        let scenarios = applicable(implementation, &opts.scenarios);
+        let scenarios = applicable(implementation, &opts.scenarios, opts.control_plane);
         if scenarios.is_empty() {
             continue;
         }
@@ -203,6 +211,7 @@ pub async fn run_in(opts: BenchOptions) -> anyhow::Result<(BenchReport, PathBuf)
             implementation: implementation.clone(),
             probe_interval: opts.probe_interval,
             echo_logs: opts.echo_logs,
+            control_plane: opts.control_plane,
         };
         eprintln!("bench: {label}: starting the lab");
         let mut lab = Lab::start(cfg.clone())

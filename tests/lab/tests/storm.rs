@@ -45,7 +45,7 @@ async fn restart_storm() {
                 failures.push(format!("{split} split-brain windows (ARP+NS)"));
             }
             failures.extend(lab.check_final_answers(&report.record, report.leader, 40));
-            let holder = lab.lease_holder();
+            let holder = lab.lease_holder_node();
             if holder != Some(report.leader) {
                 failures.push(format!(
                     "node{} answers but the Lease holder is {holder:?}",

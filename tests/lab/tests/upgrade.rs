@@ -108,7 +108,7 @@ async fn upgrade(leader_stop: LeaderStop) {
                 }
             }
             failures.extend(lab.check_final_answers(&r.record, r.leader, 40));
-            let holder = lab.lease_holder();
+            let holder = lab.lease_holder_node();
             if holder != Some(r.leader) {
                 failures.push(format!(
                     "{} answers but the Lease holder is {holder:?}",

@@ -14,6 +14,10 @@ use http::{HeaderName, HeaderValue};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
 pub const DEFAULT_KUBECONFIG: &str = "/etc/kubernetes/admin.conf";
+/// kubeadm >= 1.29 writes it on the `kubeadm init` node only (group
+/// `system:masters`); the election uses it while `--kubeconfig` is forbidden
+/// (see `credentials.rs`).
+pub const DEFAULT_SUPER_ADMIN_KUBECONFIG: &str = "/etc/kubernetes/super-admin.conf";
 pub const DEFAULT_API_SERVER: &str = "https://127.0.0.1:6443";
 pub const DEFAULT_TLS_SERVER_NAME: &str = "kubernetes";
 

@@ -30,9 +30,11 @@ pub const WATCH_TIMEOUT_SECS: u32 = 290;
 
 const WATCH_BACKOFF_MIN: Duration = Duration::from_millis(50);
 const WATCH_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// Wait before the next request after a 403 Forbidden.
+pub const FORBIDDEN_RETRY: Duration = Duration::from_secs(2);
 
 /// Run the election until `shutdown` is cancelled (graceful: `follow()` then
-/// release) or a fatal error (403 Forbidden, bad config).
+/// release) or a fatal error (bad config, a fence that fails on stop).
 pub async fn run<S: LeaseStore, F: Fence>(
     store: &S,
     cfg: &ElectionConfig,
@@ -189,15 +191,26 @@ impl<S: LeaseStore, F: Fence, C: Clock> Elector<'_, S, F, C> {
         *self.health.borrow()
     }
 
-    fn forbidden(&self, verb: &'static str, message: String) -> ElectionError {
-        error!(identity = %self.cfg.identity, verb, %message, "403 Forbidden on the Lease: this node will not lead");
-        ElectionError::Forbidden {
+    /// A 403 Forbidden on the Lease: this node does not lead (it never
+    /// takes the Lease, a leader has stepped down before this is called) and
+    /// tries again after [`FORBIDDEN_RETRY`]. Not fatal: a restarted API
+    /// server answers 403 for a moment until its RBAC cache is filled, and
+    /// RBAC applied after the agent started must take effect without a
+    /// restart (a static pod that exits lands in CrashLoopBackOff, minutes).
+    fn forbidden(&mut self, verb: &'static str, message: String) {
+        let err = ElectionError::Forbidden {
             verb,
             namespace: self.cfg.namespace.clone(),
             name: self.cfg.lease_name.clone(),
             identity: self.cfg.identity.clone(),
             message,
-        }
+        };
+        error!(identity = %self.cfg.identity, verb, error = %err, retry_in = ?FORBIDDEN_RETRY, event = events::FORBIDDEN, "403 Forbidden on the Lease: not leading, retrying");
+        self.status.send_modify(|s| s.forbidden += 1);
+        let at = self.now().saturating_add(FORBIDDEN_RETRY);
+        self.retry_at = at;
+        self.watch = None;
+        self.watch_retry_at = at;
     }
 
     fn holder_name(&self) -> Option<String> {

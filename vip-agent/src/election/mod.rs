@@ -22,6 +22,8 @@
 //! Lease API seen by the elector (`kube_store` for the API server).
 
 pub mod client;
+pub mod credentials;
+pub mod fallback;
 pub mod health;
 pub mod kube_store;
 pub mod lease;

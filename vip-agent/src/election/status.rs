@@ -26,6 +26,8 @@ pub struct Status {
     pub api_requests: u64,
     /// Watches opened.
     pub watch_starts: u64,
+    /// 403 Forbidden answers on the Lease (each one: not leading, retry later).
+    pub forbidden: u64,
 }
 
 impl Default for Status {
@@ -40,6 +42,7 @@ impl Default for Status {
             renew_failures: 0,
             api_requests: 0,
             watch_starts: 0,
+            forbidden: 0,
         }
     }
 }

@@ -20,9 +20,14 @@ struct Cli {
 enum Command {
     /// Run the embedded coordination.k8s.io/v1 Lease API server (HTTPS, client certs).
     LeaseServer(LeaseServerArgs),
-    /// The lab, live: 3 nodes, a client and a Lease server in namespaces; crash and
+    /// The lab, live: 3 nodes, a client and an API server in namespaces; crash and
     /// gracefully stop the leader, print each failover's timeline and outage.
-    Demo,
+    Demo {
+        /// `embedded` (the home-made Lease server) or `real` (etcd +
+        /// kube-apiserver in every node, built by `cargo xtask setup`).
+        #[arg(long, default_value = "embedded", value_name = "KIND")]
+        control_plane: vip_lab::lab::ControlPlaneKind,
+    },
     /// Steady-state cost: API requests per minute, RSS and CPU of each agent.
     Steady {
         /// Measurement window.
@@ -67,7 +72,7 @@ struct LeaseServerArgs {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // The demo draws a live status line: keep the embedded server's logs quiet there.
-    let default_level = if matches!(cli.command, Command::Demo | Command::Bench(_)) {
+    let default_level = if matches!(cli.command, Command::Demo { .. } | Command::Bench(_)) {
         "warn"
     } else {
         "info"
@@ -80,7 +85,7 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     match cli.command {
-        Command::Demo => vip_lab::lab::demo::run().await,
+        Command::Demo { control_plane } => vip_lab::lab::demo::run(control_plane).await,
         Command::Steady { seconds, out } => {
             vip_lab::lab::steady::run(seconds, out).await.map(|_| ())
         }

@@ -8,8 +8,12 @@ use std::path::Path;
 pub const ETCD_CLIENT_PORT: u16 = 2379;
 /// etcd's peer port.
 pub const ETCD_PEER_PORT: u16 = 2380;
+/// etcd's plain-HTTP metrics port (on 127.0.0.1, kubeadm's).
+pub const ETCD_METRICS_PORT: u16 = 2381;
 /// kube-apiserver's secure port.
 pub const APISERVER_PORT: u16 = 6443;
+/// kube-apiserver's `--shutdown-delay-duration`.
+pub const SHUTDOWN_DELAY: std::time::Duration = std::time::Duration::from_secs(5);
 /// The service network (kubeadm's default); its first address is in the
 /// serving certificate.
 pub const SERVICE_CIDR: &str = "10.96.0.0/12";
@@ -46,7 +50,7 @@ pub fn etcd(me: &Member, all: &[Member], pki: &Path, data: &Path) -> Vec<String>
         format!("--initial-cluster={}", cluster.join(",")),
         "--initial-cluster-state=new".into(),
         "--initial-cluster-token=vip-lab".into(),
-        "--listen-metrics-urls=http://127.0.0.1:2381".into(),
+        format!("--listen-metrics-urls=http://127.0.0.1:{ETCD_METRICS_PORT}"),
         "--snapshot-count=10000".into(),
         "--client-cert-auth=true".into(),
         format!("--trusted-ca-file={}", s(&pki.join("ca.crt"))),
@@ -84,5 +88,10 @@ pub fn apiserver(me: &Member, pki: &Path) -> Vec<String> {
         // Where it would write self-signed certificates (it has its own).
         format!("--cert-dir={}", f("generated")),
         "--profiling=false".into(),
+        // On SIGTERM, /readyz fails at once while the server keeps serving for
+        // this long before it closes its listener (kubeadm leaves it at 0; a
+        // load-balanced or VIP-fronted API server wants it above the health
+        // check's detection time so that a draining node can hand over).
+        format!("--shutdown-delay-duration={}s", SHUTDOWN_DELAY.as_secs()),
     ]
 }

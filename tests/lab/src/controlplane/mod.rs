@@ -13,6 +13,7 @@
 //! left in its namespaces and removes its folder.
 
 pub mod args;
+pub mod faults;
 mod files;
 pub mod objects;
 pub mod process;
@@ -23,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use args::Member;
+pub use faults::{Component, sum_samples};
 pub use files::{ADMINS_GROUP, Identity, Kubeconfigs};
 use process::Process;
 

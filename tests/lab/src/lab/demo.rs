@@ -11,7 +11,7 @@ use anyhow::Context as _;
 
 use super::probe::ClientView;
 use super::record::RunRecord;
-use super::{Implementation, Lab, LabConfig, Scenario, human};
+use super::{ControlPlaneKind, Implementation, Lab, LabConfig, Scenario, human};
 use crate::packet_socket::format_mac;
 
 /// What the status line shows as the current phase.
@@ -123,17 +123,29 @@ pub fn summary_line(r: &RunRecord) -> String {
 }
 
 /// Run the demo.
-pub async fn run() -> anyhow::Result<()> {
+pub async fn run(control_plane: ControlPlaneKind) -> anyhow::Result<()> {
     crate::skip::ensure_root()?;
     let t0 = Instant::now();
     let implementation = Implementation::agent_defaults();
     let cfg = LabConfig {
         implementation: implementation.clone(),
+        control_plane,
         ..LabConfig::default()
     };
+    match control_plane {
+        ControlPlaneKind::Embedded => eprintln!(
+            "API server: the embedded Lease server (a first demo needs no Go build). \
+             `cargo xtask demo --control-plane real` runs etcd + kube-apiserver in every node \
+             instead (built once by setup: 10-13 min on a fresh machine)."
+        ),
+        ControlPlaneKind::Real => eprintln!(
+            "API server: the real control plane, an etcd member and a kube-apiserver in every \
+             node; each agent talks to its own (127.0.0.1:6443) as the user vip-agent."
+        ),
+    }
     eprintln!(
-        "vip-lab demo: {} nodes + a client + a Lease API server in network namespaces on one bridge,\n\
-         {} (XDP in skb mode), VIP 192.0.2.200 / 2001:db8::200, probes: ARP every {}, TCP :6443 every 10 ms.\n\
+        "vip-lab demo: {} nodes + a client + an API server in network namespaces on one bridge,\n\
+         {} (XDP in skb mode), VIP 192.0.2.200 / 2001:db8::200, probes: ARP every {}, TCP :8443 every 10 ms.\n\
          Ctrl-C stops and cleans up.",
         cfg.nodes,
         implementation.label(),

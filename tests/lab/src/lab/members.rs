@@ -13,6 +13,7 @@ use super::host::with_agent;
 use super::timeline::Timeline;
 use super::{HEALTH_FAILURES, HEALTH_INTERVAL, Implementation, Lab, Member};
 use crate::agent::Agent;
+use crate::controlplane::Identity;
 use crate::keepalived::Keepalived;
 use crate::topology::LAN_IFNAME;
 
@@ -39,6 +40,12 @@ impl Lab {
             return Vec::new();
         };
         let ms = |d: &Duration| format!("{}ms", d.as_millis());
+        // Real control plane: node i's own API server (127.0.0.1:6443 in its
+        // namespace) as the user vip-agent; embedded: the Lease server.
+        let kubeconfig = match &self.cp {
+            Some(cp) => cp.kubeconfig_as(i, Identity::Agent).to_owned(),
+            None => self.kubeconfig.clone(),
+        };
         [
             "run",
             "--interface",
@@ -50,7 +57,7 @@ impl Lab {
             "--node-name",
             &self.nodes[i].name,
             "--kubeconfig",
-            &self.kubeconfig.display().to_string(),
+            &kubeconfig.display().to_string(),
             "--api-server",
             "",
             "--xdp-mode",

@@ -1,11 +1,20 @@
 //! The lab: N control-plane nodes and a client in network namespaces on a
-//! bridge, the embedded Lease server in its own "api" namespace on the same
-//! bridge, real agents (or keepalived), a TCP service on the VIP in every
-//! node, and continuous probes from the client.
+//! bridge, an API server, real agents (or keepalived), a TCP service on the
+//! VIP in every node, and continuous probes from the client.
+//!
+//! The API server is, by default ([`ControlPlaneKind::Real`]), a real
+//! Kubernetes control plane laid out as kubeadm does: an etcd member and a
+//! kube-apiserver in every node namespace, each agent talking to its
+//! node-local API server (127.0.0.1:6443) as the user `vip-agent` with the
+//! rights of deploy/rbac.yaml; the "api" namespace then only observes the
+//! Lease (one watch per API server). [`ControlPlaneKind::Embedded`] puts the
+//! home-made Lease server in the "api" namespace instead, for the faults only
+//! it can produce (docs/lease-servers.md).
 //!
 //! Address plan (TestNet1): nodes 192.0.2.11.. / 2001:db8::11.., client
-//! 192.0.2.100, Lease server 192.0.2.90:6443, VIP 192.0.2.200 /
-//! 2001:db8::200. Agents run with `--xdp-mode skb` by default (generic XDP
+//! 192.0.2.100, "api" namespace 192.0.2.90 (embedded Lease server on :6443),
+//! VIP 192.0.2.200 / 2001:db8::200; the stand-in service on VIP:8443 (the real
+//! API servers hold VIP:6443 on every node). Agents run with `--xdp-mode skb` by default (generic XDP
 //! needs nothing on the veth peer); `xdp_mode: "native"` attaches an
 //! `XDP_PASS` program (the agent's own object, whose empty VIP map passes
 //! everything) to every node's bridge port, as native `XDP_TX` on veth needs.
@@ -19,9 +28,11 @@
 //! timestamps, Lease changes, leader changes seen by the client) go into
 //! [`record::RunRecord::events`].
 
+mod cp_faults;
 pub mod demo;
 mod events;
 mod host;
+mod lease_watch;
 mod members;
 pub mod probe;
 pub mod record;
@@ -43,6 +54,7 @@ use std::time::{Duration, Instant};
 use vip_lease_server::{EventType, LeaseServerHandle};
 
 use crate::agent::{Agent, PinDirGuard};
+use crate::controlplane::ControlPlane;
 use crate::keepalived::Keepalived;
 use crate::netns::NetNs;
 use crate::topology::Lan;
@@ -126,6 +138,38 @@ pub fn human(d: Duration) -> String {
     }
 }
 
+/// Which API server the agents elect through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ControlPlaneKind {
+    /// etcd + kube-apiserver in every node namespace (built by `cargo xtask setup`).
+    Real,
+    /// The home-made Lease server in the "api" namespace.
+    Embedded,
+}
+
+impl ControlPlaneKind {
+    /// "real" or "embedded".
+    pub fn name(self) -> &'static str {
+        match self {
+            ControlPlaneKind::Real => "real",
+            ControlPlaneKind::Embedded => "embedded",
+        }
+    }
+}
+
+impl std::str::FromStr for ControlPlaneKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "real" => Ok(ControlPlaneKind::Real),
+            "embedded" => Ok(ControlPlaneKind::Embedded),
+            other => Err(format!(
+                "control plane {other:?}: use \"real\" (etcd + kube-apiserver) or \"embedded\" (the home-made Lease server)"
+            )),
+        }
+    }
+}
+
 /// How to build a [`Lab`].
 #[derive(Clone, Debug)]
 pub struct LabConfig {
@@ -134,6 +178,8 @@ pub struct LabConfig {
     pub probe_interval: Duration,
     /// Print the agents' log lines (prefixed) as the lab reads them.
     pub echo_logs: bool,
+    /// The API server (default: the real control plane).
+    pub control_plane: ControlPlaneKind,
 }
 
 impl Default for LabConfig {
@@ -143,6 +189,7 @@ impl Default for LabConfig {
             implementation: Implementation::agent_defaults(),
             probe_interval: Duration::from_millis(5),
             echo_logs: false,
+            control_plane: ControlPlaneKind::Real,
         }
     }
 }
@@ -158,18 +205,23 @@ pub enum Scenario {
     Freeze,
     /// The leader's link cut at the switch (node death); restored afterwards.
     LinkCut,
-    /// The leader cut off from the API server only (Lease server partition, hang).
+    /// The leader cut off from the API server only (embedded: Lease server
+    /// partition, requests hang; real: the leader's kube-apiserver SIGSTOPped).
     ApiPartition,
-    /// The leader's local API server health (`/readyz`) failing.
+    /// The leader's local API server health (`/readyz`) failing (real: its
+    /// kube-apiserver SIGTERMed, draining: /readyz fails while it serves for
+    /// `--shutdown-delay-duration`, then it exits and is started again).
     HealthFail,
     /// Every agent restarted (SIGTERM + start), followers first, the leader last.
     RollingRestart,
-    /// The Lease server restarted (every connection dropped, 300 ms refusing).
+    /// The Lease server restarted (every connection dropped, 300 ms refusing). Embedded only.
     LeaseServerRestart,
+    /// The leader's kube-apiserver killed (SIGKILL) and started again. Real only.
+    ApiServerRestart,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 8] = [
+    pub const ALL: [Scenario; 9] = [
         Scenario::GracefulStop,
         Scenario::Crash,
         Scenario::Freeze,
@@ -178,6 +230,7 @@ impl Scenario {
         Scenario::HealthFail,
         Scenario::RollingRestart,
         Scenario::LeaseServerRestart,
+        Scenario::ApiServerRestart,
     ];
 
     /// kebab-case name.
@@ -191,6 +244,7 @@ impl Scenario {
             Scenario::HealthFail => "health-fail",
             Scenario::RollingRestart => "rolling-restart",
             Scenario::LeaseServerRestart => "lease-server-restart",
+            Scenario::ApiServerRestart => "api-server-restart",
         }
     }
 
@@ -206,10 +260,21 @@ impl Scenario {
     pub fn moves_vip(&self) -> bool {
         !matches!(self, Scenario::LeaseServerRestart)
     }
+
+    /// Whether the scenario can run on `kind` of control plane.
+    pub fn applies_to(&self, kind: ControlPlaneKind) -> bool {
+        match self {
+            Scenario::LeaseServerRestart => kind == ControlPlaneKind::Embedded,
+            Scenario::ApiServerRestart => kind == ControlPlaneKind::Real,
+            _ => true,
+        }
+    }
 }
 
 /// Where the Lease server listens (in the "api" namespace).
 const API_HOST: u8 = 90;
+/// The API port (embedded Lease server; kube-apiserver's is the same).
+const API_PORT: u16 = 6443;
 /// Steady recording before the fault.
 const STEADY_BEFORE: Duration = Duration::from_millis(300);
 /// Steady recording after the faulted node is back.
@@ -262,7 +327,10 @@ pub struct Lab {
     prober: Prober,
     nodes: Vec<Node>,
     _lease_task: Option<TaskGuard>,
+    _lease_watch: Option<lease_watch::LeaseWatch>,
     server: Option<LeaseServerHandle>,
+    /// The real control plane (after the members, before the namespaces).
+    cp: Option<ControlPlane>,
     _pass_programs: Vec<aya::Ebpf>,
     api_ns: NetNs,
     lan: Lan,
@@ -297,7 +365,7 @@ mod tests {
             "keepalived advert 1s"
         );
         let names: Vec<_> = Scenario::ALL.iter().map(Scenario::name).collect();
-        assert_eq!(names.len(), 8);
+        assert_eq!(names.len(), 9);
         assert!(
             names
                 .iter()

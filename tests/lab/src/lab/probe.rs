@@ -37,7 +37,7 @@ pub enum ProbeError {
 }
 
 /// TCP port of the stand-in API server on the VIP.
-pub const SERVICE_PORT: u16 = 6443;
+pub const SERVICE_PORT: u16 = 8443;
 /// Interval between TCP connects.
 pub const TCP_INTERVAL: Duration = Duration::from_millis(10);
 /// Connect (and read) timeout of one TCP attempt.

@@ -16,6 +16,8 @@ use super::timeline::{Timeline, client_events};
 use super::{
     Implementation, LEASE_NAME, LEASE_NS, Lab, Member, STEADY_AFTER, STEADY_BEFORE, Scenario, human,
 };
+use crate::controlplane::Component;
+use crate::controlplane::args::SHUTDOWN_DELAY;
 
 impl Lab {
     /// Run one scenario: steady leader, fault, recovery, restoration.
@@ -30,6 +32,13 @@ impl Lab {
             bail!(
                 "scenario {} needs a Lease; keepalived has none",
                 scenario.name()
+            );
+        }
+        if !scenario.applies_to(self.cfg.control_plane) {
+            bail!(
+                "scenario {} does not apply to the {} control plane",
+                scenario.name(),
+                self.cfg.control_plane.name()
             );
         }
         let leader = self.steady().await.with_context(|| {
@@ -92,6 +101,17 @@ impl Lab {
             }
             Scenario::LinkCut => {
                 fault_at = tl.now();
+                if let Some(etcd_leader) = self.etcd_leader() {
+                    tl.push(format!(
+                        "etcd leader before the cut: {} ({})",
+                        self.nodes[etcd_leader].name,
+                        if etcd_leader == leader {
+                            "the cut node: the others elect a new one before any write commits"
+                        } else {
+                            "not the cut node"
+                        }
+                    ));
+                }
                 tl.push(format!("fault: {leader_name}'s link cut"));
                 self.lan.cut(leader)?;
                 tl.push(format!("{leader_name}: carrier lost"));
@@ -103,6 +123,25 @@ impl Lab {
                 }
                 tl.push(format!("{leader_name}'s link restored"));
                 self.lan.restore(leader)?;
+                let new = new?;
+                tl.push(format!(
+                    "recovered: {} answers ARP and TCP",
+                    self.nodes[new].name
+                ));
+            }
+            Scenario::ApiPartition if self.cp.is_some() => {
+                fault_at = tl.now();
+                tl.push(format!(
+                    "fault: {leader_name}'s kube-apiserver hangs (SIGSTOP)"
+                ));
+                self.cp_signal(leader, Component::ApiServer, Signal::SIGSTOP)?;
+                let new = self.wait_new_leader(Some(leader), bound).await;
+                if new.is_ok() {
+                    self.wait_event(leader, events::STEPPING_DOWN, bound)
+                        .await?;
+                }
+                tl.push(format!("{leader_name}'s kube-apiserver resumed (SIGCONT)"));
+                self.cp_signal(leader, Component::ApiServer, Signal::SIGCONT)?;
                 let new = new?;
                 tl.push(format!(
                     "recovered: {} answers ARP and TCP",
@@ -131,6 +170,31 @@ impl Lab {
                     "recovered: {} answers ARP and TCP",
                     self.nodes[new].name
                 ));
+            }
+            Scenario::HealthFail if self.cp.is_some() => {
+                fault_at = tl.now();
+                tl.push(format!(
+                    "fault: {leader_name}'s kube-apiserver drains (SIGTERM: /readyz fails, serves {}s more)",
+                    SHUTDOWN_DELAY.as_secs()
+                ));
+                self.cp_signal(leader, Component::ApiServer, Signal::SIGTERM)?;
+                let new = self.wait_new_leader(Some(leader), bound).await;
+                // It exits by itself after the delay and its drain; then it is
+                // started again, as the kubelet would.
+                self.cp_wait_exit(leader, Component::ApiServer, SHUTDOWN_DELAY * 4)
+                    .await?;
+                tl.push(format!(
+                    "{leader_name}'s kube-apiserver exited; started again"
+                ));
+                self.cp_restart(leader, Component::ApiServer).await?;
+                tl.push(format!("{leader_name}'s kube-apiserver ready"));
+                let new = new?;
+                tl.push(format!(
+                    "recovered: {} answers ARP and TCP",
+                    self.nodes[new].name
+                ));
+                self.wait_event(leader, events::HEALTH_PASSING, Duration::from_secs(20))
+                    .await?;
             }
             Scenario::HealthFail => {
                 let server = self
@@ -171,6 +235,23 @@ impl Lab {
                     self.restart_member(i, &mut tl).await?;
                     self.wait_watching(None, Duration::from_secs(10)).await.ok();
                 }
+            }
+            Scenario::ApiServerRestart => {
+                fault_at = tl.now();
+                tl.push(format!(
+                    "fault: {leader_name}'s kube-apiserver killed (SIGKILL) and started again"
+                ));
+                self.cp_restart(leader, Component::ApiServer).await?;
+                tl.push(format!("{leader_name}'s kube-apiserver ready"));
+                // Whoever holds the VIP now (the old leader if its renew
+                // deadline outlasted the restart) answers ARP and TCP.
+                let now = self.wait_for_leader(bound).await?;
+                tl.push(format!(
+                    "recovered: {} answers ARP and TCP",
+                    self.nodes[now].name
+                ));
+                self.wait_watching(Some(now), Duration::from_secs(20))
+                    .await?;
             }
             Scenario::LeaseServerRestart => {
                 let server = self

@@ -11,13 +11,16 @@ use anyhow::{Context as _, anyhow, bail};
 use vip_lease_server::{EventType, LeaseServer, LeaseServerHandle, LeaseServerOptions};
 
 use super::host::{TaskGuard, WorkDir, attach_pass_programs, cleanup_stale, plug_api, with_agent};
+use super::lease_watch::LeaseWatch;
 use super::probe::{ClientView, Prober, SERVICE_PORT};
 use super::record;
 use super::service::VipService;
 use super::{
-    API_HOST, Implementation, LAB_COUNTER, LEASE_NAME, Lab, LabConfig, LeaseChange, Member, Node,
+    API_HOST, API_PORT, ControlPlaneKind, Implementation, LAB_COUNTER, LEASE_NAME, Lab, LabConfig,
+    LeaseChange, Member, Node,
 };
 use crate::agent::PinDirGuard;
+use crate::controlplane::{ControlPlane, Identity, NodeSpec, objects};
 use crate::topology::{LAN_IFNAME, Lan};
 
 impl Lab {
@@ -54,10 +57,16 @@ impl Lab {
             .with_context(|| format!("creating {}", workdir.0.display()))?;
         let kubeconfig = workdir.0.join("kubeconfig");
 
+        let real = cfg.control_plane == ControlPlaneKind::Real;
+        let cp = if real {
+            Some(start_control_plane(&lan, vip4.into()).await?)
+        } else {
+            None
+        };
         let (server, lease_task, lease_log) =
-            if matches!(cfg.implementation, Implementation::Agent { .. }) {
+            if !real && matches!(cfg.implementation, Implementation::Agent { .. }) {
                 let listener = api_ns
-                    .try_run(|| std::net::TcpListener::bind((api_ip, SERVICE_PORT)))?
+                    .try_run(|| std::net::TcpListener::bind((api_ip, API_PORT)))?
                     .context("binding the Lease server in the api namespace")?;
                 let server = LeaseServer::start_with_listener(
                     LeaseServerOptions {
@@ -97,6 +106,18 @@ impl Lab {
                 (None, None, Arc::new(Mutex::new(Vec::new())))
             };
 
+        let lease_watch = match &cp {
+            Some(cp) => {
+                let ips: Vec<Ipv4Addr> = cp.members().iter().map(|m| m.ip).collect();
+                Some(LeaseWatch::start(
+                    &api_ns,
+                    &ips,
+                    cp.kubeconfig_as(0, Identity::SuperAdmin),
+                    lease_log.clone(),
+                )?)
+            }
+            None => None,
+        };
         let agent_bin = match cfg.implementation {
             Implementation::Agent { .. } => Some(match bin {
                 Some(b) => b,
@@ -131,7 +152,9 @@ impl Lab {
             prober,
             nodes,
             _lease_task: lease_task,
+            _lease_watch: lease_watch,
             server,
+            cp,
             _pass_programs: pass_programs,
             api_ns,
             lan,
@@ -150,6 +173,11 @@ impl Lab {
             lab.wait_member_started(i).await?;
         }
         Ok(lab)
+    }
+
+    /// The real control plane, if the lab runs one.
+    pub fn control_plane(&self) -> Option<&ControlPlane> {
+        self.cp.as_ref()
     }
 
     /// The lab's configuration.
@@ -263,4 +291,43 @@ impl Lab {
     pub fn tag(&self) -> u32 {
         self.tag
     }
+}
+
+/// Bound on the start of the control plane (every /readyz; a cold start on 2
+/// busy cores takes seconds).
+const CONTROL_PLANE_READY: Duration = Duration::from_secs(120);
+
+/// Start etcd + kube-apiserver on every node, then do what kubeadm and the
+/// operator do: kubeadm's `kubeadm:cluster-admins` binding, and the agent's
+/// RBAC from deploy/rbac.yaml (as super-admin, through node 0's API server).
+async fn start_control_plane(lan: &Lan, vip: std::net::IpAddr) -> anyhow::Result<ControlPlane> {
+    let specs = (0..lan.nodes().len())
+        .map(|i| {
+            let n = lan.node(i);
+            let ip = n.v4().ok_or_else(|| anyhow!("node {i} without IPv4"))?;
+            Ok((i, ip))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let cp = tokio::task::block_in_place(|| {
+        let nodes: Vec<NodeSpec<'_>> = specs
+            .iter()
+            .map(|(i, ip)| NodeSpec {
+                ns: lan.node(*i).ns(),
+                ip: *ip,
+            })
+            .collect();
+        ControlPlane::start(&nodes, vip, CONTROL_PLANE_READY)
+    })
+    .context("starting the control plane (etcd + kube-apiserver per node)")?;
+    let rbac = objects::deploy_rbac_yaml().context("reading deploy/rbac.yaml")?;
+    let admin = cp.kubeconfig_as(0, Identity::SuperAdmin).to_owned();
+    tokio::task::block_in_place(|| {
+        objects::in_ns(lan.node(0).ns(), async move {
+            let client = objects::client(&admin).await?;
+            objects::create_cluster_admins_binding(&client).await?;
+            objects::apply_rbac_manifest(&client, &rbac).await
+        })
+    })
+    .context("kubeadm's binding and deploy/rbac.yaml")?;
+    Ok(cp)
 }

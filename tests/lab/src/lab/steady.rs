@@ -70,8 +70,11 @@ fn agent_pid(pin_dir: &Path) -> Option<u32> {
 pub async fn run(seconds: u64, out: Option<PathBuf>) -> anyhow::Result<SteadyReport> {
     let implementation = Implementation::agent_defaults();
     let label = implementation.label();
+    // The home-made Lease server attributes every request to its agent (by
+    // User-Agent) and counts it by verb: the per-agent costs come from it.
     let lab = Lab::start(LabConfig {
         implementation,
+        control_plane: super::ControlPlaneKind::Embedded,
         ..LabConfig::default()
     })
     .await?;

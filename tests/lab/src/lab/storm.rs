@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, anyhow, bail};
 
 use super::record::{self, RunRecord};
-use super::{LEASE_NAME, LEASE_NS, Lab, Member, Timeline, client_events};
+use super::{LEASE_NAME, Lab, Member, Timeline, client_events};
 use crate::topology::LAN_IFNAME;
 use vip_lease_server::EventType;
 
@@ -329,13 +329,8 @@ impl Lab {
     }
 
     /// The current Lease holder's node index, if the holder is a lab node.
-    pub fn lease_holder(&self) -> Option<usize> {
-        let holder = self
-            .server
-            .as_ref()?
-            .lease(LEASE_NS, LEASE_NAME)?
-            .spec?
-            .holder_identity?;
+    pub fn lease_holder_node(&self) -> Option<usize> {
+        let holder = self.lease_holder()?;
         self.nodes.iter().position(|n| n.name == holder)
     }
 
@@ -381,35 +376,37 @@ impl Lab {
     /// running now: the killed ones are dead) and until the client sees that
     /// holder's MAC answer ARP steadily. Returns its index.
     async fn wait_live_leader(&self, timeout: Duration) -> anyhow::Result<usize> {
-        let server = self
-            .server
-            .clone()
-            .ok_or_else(|| anyhow!("no Lease server"))?;
-        let mut rx = server.subscribe();
-        let next_write = async {
-            loop {
-                match rx.recv().await {
-                    Ok(ev) if ev.name == LEASE_NAME && ev.kind != EventType::Deleted => {
-                        if let Some(h) = ev
-                            .object
-                            .spec
-                            .as_ref()
-                            .and_then(|s| s.holder_identity.clone())
-                            .filter(|h| !h.is_empty())
-                        {
-                            return Some(h);
+        let holder = match self.server.clone() {
+            Some(server) => {
+                let mut rx = server.subscribe();
+                let next_write = async {
+                    loop {
+                        match rx.recv().await {
+                            Ok(ev) if ev.name == LEASE_NAME && ev.kind != EventType::Deleted => {
+                                if let Some(h) = ev
+                                    .object
+                                    .spec
+                                    .as_ref()
+                                    .and_then(|s| s.holder_identity.clone())
+                                    .filter(|h| !h.is_empty())
+                                {
+                                    return Some(h);
+                                }
+                            }
+                            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                            Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
                         }
                     }
-                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
-                }
+                };
+                tokio::time::timeout(timeout, next_write)
+                    .await
+                    .ok()
+                    .flatten()
             }
-        };
-        let holder = tokio::time::timeout(timeout, next_write)
-            .await
-            .ok()
-            .flatten()
-            .ok_or_else(|| anyhow!("no Lease write by a holder within {timeout:?}"))?;
+            // Real control plane: the next change the lab's watches report.
+            None => self.next_lease_write(timeout).await,
+        }
+        .ok_or_else(|| anyhow!("no Lease write by a holder within {timeout:?}"))?;
         let i = self
             .nodes
             .iter()
@@ -549,7 +546,7 @@ impl Lab {
         let (mut kills, mut leader_kills, mut double_kills) = (0, 0, 0);
         for iter in 0..cfg.iterations {
             let holder = self
-                .lease_holder()
+                .lease_holder_node()
                 .unwrap_or_else(|| rng.below(n as u64) as usize);
             let others: Vec<usize> = (0..n).filter(|i| *i != holder).collect();
             let follower = others[rng.below(others.len() as u64) as usize];

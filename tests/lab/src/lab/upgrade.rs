@@ -98,7 +98,7 @@ impl Lab {
                 .with_context(|| format!("upgrade: {name} on the new build"))?;
             // Followers watching before the next stop, so a release is seen at
             // once (as the rolling-restart scenario does; best effort).
-            let holder = self.lease_holder();
+            let holder = self.lease_holder_node();
             self.wait_watching(holder, Duration::from_secs(10))
                 .await
                 .ok();

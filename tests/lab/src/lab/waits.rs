@@ -1,13 +1,16 @@
 //! Waiting for the lab's states: a leader answering ARP and TCP, the Lease
 //! holder, followers watching, a new leader after a fault.
 
+use std::sync::PoisonError;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail};
 
 use vip_lease_server::LeaseServerHandle;
 
-use super::{Implementation, LEASE_NAME, LEASE_NS, Lab};
+use vip_common::events;
+
+use super::{Implementation, LEASE_NAME, LEASE_NS, Lab, Member};
 use crate::packet_socket::format_mac;
 
 impl Lab {
@@ -54,20 +57,104 @@ impl Lab {
         Ok(())
     }
 
+    /// The Lease holder as the lab last saw it (embedded: the server's
+    /// object; real: the last change the lab's watches reported).
+    pub fn lease_holder(&self) -> Option<String> {
+        if let Some(server) = &self.server {
+            return server
+                .lease(LEASE_NS, LEASE_NAME)
+                .and_then(|l| l.spec)
+                .and_then(|s| s.holder_identity)
+                .filter(|h| !h.is_empty());
+        }
+        self.lease_log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .last()
+            .and_then(|c| c.holder.clone())
+    }
+
     /// Wait until the Lease holder is `name`.
-    pub(super) async fn wait_holder(&self, name: &str, timeout: Duration) -> anyhow::Result<()> {
-        let Some(server) = &self.server else {
+    pub async fn wait_holder(&self, name: &str, timeout: Duration) -> anyhow::Result<()> {
+        if let Some(server) = &self.server {
+            server
+                .wait_for_lease(LEASE_NS, LEASE_NAME, timeout, |l| {
+                    l.and_then(|l| l.spec.as_ref())
+                        .and_then(|s| s.holder_identity.as_deref())
+                        == Some(name)
+                })
+                .await
+                .ok_or_else(|| {
+                    anyhow!("the Lease holder did not become {name} within {timeout:?}")
+                })?;
             return Ok(());
-        };
-        server
-            .wait_for_lease(LEASE_NS, LEASE_NAME, timeout, |l| {
-                l.and_then(|l| l.spec.as_ref())
-                    .and_then(|s| s.holder_identity.as_deref())
-                    == Some(name)
-            })
-            .await
-            .ok_or_else(|| anyhow!("the Lease holder did not become {name} within {timeout:?}"))?;
+        }
+        if self.cp.is_none() {
+            return Ok(());
+        }
+        let deadline = Instant::now() + timeout;
+        while self.lease_holder().as_deref() != Some(name) {
+            if Instant::now() >= deadline {
+                bail!(
+                    "the Lease holder did not become {name} within {timeout:?} (last seen: {:?})",
+                    self.lease_holder()
+                );
+            }
+            // Bounded poll of the watches' log (the watch threads have no
+            // async notification to await).
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         Ok(())
+    }
+
+    /// The holder named by the next Lease change (after now) the lab's
+    /// watches report, within `timeout`.
+    pub(super) async fn next_lease_write(&self, timeout: Duration) -> Option<String> {
+        let from = self
+            .lease_log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len();
+        let deadline = Instant::now() + timeout;
+        loop {
+            let found = self
+                .lease_log
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .skip(from)
+                .find_map(|c| c.holder.clone());
+            if found.is_some() {
+                return found;
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            // Bounded poll of the watches' log.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Real control plane: whether node `i`'s agent has a watch open now
+    /// (its last `watch_opened` comes after its last change of role).
+    fn agent_watching(&self, i: usize) -> bool {
+        let member = self.nodes[i]
+            .member
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let Member::Agent(a) = &*member else {
+            return true;
+        };
+        let mut opened = None;
+        let mut role = None;
+        for (k, line) in a.log().iter().enumerate() {
+            match crate::agent_log::parse(line).map(|e| e.name) {
+                Some(n) if n == events::WATCH_OPENED => opened = Some(k),
+                Some(n) if n == events::FOLLOWING || n == events::LEASE_ACQUIRED => role = Some(k),
+                _ => {}
+            }
+        }
+        opened.is_some() && opened > role
     }
 
     /// Wait until every agent but `except` holds a watch on the Lease (so a
@@ -78,10 +165,28 @@ impl Lab {
         except: Option<usize>,
         timeout: Duration,
     ) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
         let Some(server) = &self.server else {
+            if self.cp.is_none() {
+                return Ok(());
+            }
+            for i in 0..self.nodes.len() {
+                if Some(i) == except {
+                    continue;
+                }
+                while !self.agent_watching(i) {
+                    if Instant::now() >= deadline {
+                        bail!(
+                            "{} opened no watch on the Lease within {timeout:?}",
+                            self.nodes[i].name
+                        );
+                    }
+                    // Bounded poll of the agent's log (read by another thread).
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
             return Ok(());
         };
-        let deadline = Instant::now() + timeout;
         for (i, n) in self.nodes.iter().enumerate() {
             if Some(i) == except {
                 continue;

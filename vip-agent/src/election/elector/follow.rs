@@ -28,7 +28,10 @@ impl<S: LeaseStore, F: Fence, C: Clock> Elector<'_, S, F, C> {
                 self.observe_absent();
                 Ok(true)
             }
-            Err(StoreError::Forbidden(m)) => Err(self.forbidden("get", m)),
+            Err(StoreError::Forbidden(m)) => {
+                self.forbidden("get", m);
+                Ok(false)
+            }
             Err(e) => {
                 warn!(identity = %self.cfg.identity, error = %e, "reading the lease failed; retrying");
                 self.retry_at = self.now().saturating_add(self.cfg.retry_period);
@@ -48,12 +51,12 @@ impl<S: LeaseStore, F: Fence, C: Clock> Elector<'_, S, F, C> {
         .await
         {
             Ok(stream) => {
-                debug!(identity = %self.cfg.identity, resource_version = %rv, "watch opened");
+                info!(identity = %self.cfg.identity, resource_version = %rv, event = events::WATCH_OPENED, "watch opened");
                 self.watch = Some(stream);
                 self.watch_opened_at = self.now();
             }
             Err(StoreError::Gone) => self.relist().await?,
-            Err(StoreError::Forbidden(m)) => return Err(self.forbidden("watch", m)),
+            Err(StoreError::Forbidden(m)) => self.forbidden("watch", m),
             Err(e) => {
                 debug!(identity = %self.cfg.identity, error = %e, backoff = ?self.watch_backoff, "watch failed to open");
                 self.watch_failed();
@@ -98,9 +101,9 @@ impl<S: LeaseStore, F: Fence, C: Clock> Elector<'_, S, F, C> {
             Some(Ok(WatchEvent::Error(st))) if st.code == 410 => self.relist().await?,
             Some(Err(StoreError::Gone)) => self.relist().await?,
             Some(Ok(WatchEvent::Error(st))) if st.code == 403 => {
-                return Err(self.forbidden("watch", st.message.clone()));
+                self.forbidden("watch", st.message.clone());
             }
-            Some(Err(StoreError::Forbidden(m))) => return Err(self.forbidden("watch", m)),
+            Some(Err(StoreError::Forbidden(m))) => self.forbidden("watch", m),
             Some(Ok(WatchEvent::Error(st))) => {
                 debug!(identity = %self.cfg.identity, code = st.code, message = %st.message, "watch error event");
                 self.watch_failed();
@@ -219,7 +222,10 @@ impl<S: LeaseStore, F: Fence, C: Clock> Elector<'_, S, F, C> {
                     deadline,
                 }))
             }
-            Err(StoreError::Forbidden(m)) => Err(self.forbidden(verb, m)),
+            Err(StoreError::Forbidden(m)) => {
+                self.forbidden(verb, m);
+                Ok(None)
+            }
             Err(StoreError::AlreadyExists | StoreError::Conflict | StoreError::NotFound) => {
                 debug!(identity = %cfg.identity, verb, "lost the race for the lease; re-reading");
                 if !self.refresh().await? {

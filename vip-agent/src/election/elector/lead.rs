@@ -203,7 +203,8 @@ impl<S: LeaseStore, F: Fence, C: Clock> Elector<'_, S, F, C> {
                                 }
                                 Err(StoreError::Forbidden(m)) => {
                                     let _ = self.step_down(lease, false, "forbidden").await;
-                                    return Err(self.forbidden("get", m));
+                                    self.forbidden("get", m);
+                                    return Ok(Next::Follow);
                                 }
                                 Err(e) => {
                                     self.status.send_modify(|st| st.renew_failures += 1);
@@ -214,7 +215,8 @@ impl<S: LeaseStore, F: Fence, C: Clock> Elector<'_, S, F, C> {
                         }
                         Err(StoreError::Forbidden(m)) => {
                             let _ = self.step_down(lease, false, "forbidden").await;
-                            return Err(self.forbidden("update", m));
+                            self.forbidden("update", m);
+                            return Ok(Next::Follow);
                         }
                         Err(e) => {
                             self.status.send_modify(|st| st.renew_failures += 1);

@@ -1,5 +1,5 @@
-//! What keeps a node from leading: ill health, 403 Forbidden, a failing
-//! fence.
+//! What keeps a node from leading: ill health, 403 Forbidden (retried, never
+//! fatal), a failing fence.
 
 use super::*;
 
@@ -45,30 +45,38 @@ async fn unhealthy_node_never_creates_or_acquires() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn forbidden_never_leads_and_explains_rbac() {
+async fn forbidden_never_leads_and_retries_until_allowed() {
     let clock = TestClock::new(Instant::now());
     let server = MemoryServer::default();
     let c = clock.clone();
     let client = server.client(Arc::new(move || c.mono()));
-    client
-        .inject
-        .lock()
-        .expect("lock")
-        .push_back(("get", StoreError::Forbidden("leases is forbidden".into())));
+    // Forbidden twice (RBAC not there yet, or an API server whose
+    // authorizer has not caught up since its restart), then allowed.
+    for _ in 0..2 {
+        client
+            .inject
+            .lock()
+            .expect("lock")
+            .push_back(("get", StoreError::Forbidden("leases is forbidden".into())));
+    }
     let fence = RecFence::new(&clock, &server);
-    let a = spawn_node("a", &clock, client, fence, true);
-    let err = a.task.await.expect("join").expect_err("forbidden");
-    let msg = err.to_string();
-    assert!(
-        msg.contains("coordination.k8s.io") && msg.contains("leases"),
-        "{msg}"
-    );
-    assert!(a.fence.calls().is_empty());
+    let mut a = spawn_node("a", &clock, client, fence, true);
+    wait_for(&mut a, "the first 403", |s| s.forbidden >= 1).await;
+    assert!(a.fence.leads().is_empty(), "no lead while forbidden");
     assert!(server.lease().is_none());
+    // Not fatal: it keeps trying, FORBIDDEN_RETRY apart, and leads once allowed.
+    wait_leading(&mut a).await;
+    assert_eq!(a.status.borrow().forbidden, 2);
+    let first_lead = a.fence.leads()[0].0;
+    assert!(
+        first_lead >= clock.at(2.0 * super::super::elector::FORBIDDEN_RETRY.as_secs_f64()),
+        "led at {first_lead:?}, before two retries"
+    );
+    assert!(!a.task.is_finished());
 }
 
 #[tokio::test(start_paused = true)]
-async fn forbidden_on_renew_steps_down_first() {
+async fn forbidden_on_renew_steps_down_first_then_retries() {
     let clock = TestClock::new(Instant::now());
     let server = MemoryServer::default();
     let mut a = node("a", &clock, &server, true);
@@ -78,9 +86,15 @@ async fn forbidden_on_renew_steps_down_first() {
         .lock()
         .expect("lock")
         .push_back(("replace", StoreError::Forbidden("nope".into())));
-    let r = (&mut a.task).await.expect("join");
-    assert!(matches!(r, Err(ElectionError::Forbidden { .. })));
+    wait_for(&mut a, "stepped down on 403", |s| {
+        s.forbidden == 1 && s.role != Role::Leading
+    })
+    .await;
+    // The fence went first, at the failed renew.
     assert_eq!(a.fence.follows(), vec![clock.at(1.0)]);
+    // Allowed again: it leads again later, the task never ended.
+    wait_leading(&mut a).await;
+    assert!(!a.task.is_finished());
 }
 
 #[tokio::test(start_paused = true)]

@@ -19,6 +19,7 @@ use crate::clock::MonoTime;
 
 mod acquire;
 mod config;
+mod fallback;
 mod follower;
 mod gates;
 mod renew;
