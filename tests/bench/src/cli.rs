@@ -1,5 +1,5 @@
 //! `vip-lab bench failover [--repeats R] [--out DIR] [--scenario NAME ...]
-//! [--implementation agent-default|agent-aggressive|keepalived-default|keepalived-fast ...]`
+//! [--implementation agent-default|agent-aggressive|keepalived-default|keepalived-fast|kube-vip-default|kube-vip-fast ...]`
 //! and `vip-lab bench dataplane [--seconds N] [--out DIR] ...`.
 
 use std::path::PathBuf;
@@ -14,7 +14,7 @@ use vip_lab::lab::{ControlPlaneKind, Scenario};
 /// `vip-lab bench ...`.
 #[derive(clap::Subcommand, Debug)]
 pub enum BenchCommand {
-    /// Failover benchmark: vip-agent and keepalived in every scenario, R times
+    /// Failover benchmark: vip-agent, keepalived and kube-vip in every scenario, R times
     /// each; writes results.json, summary.md and PNG timelines, prints the targets.
     Failover(FailoverArgs),
     /// Data plane under an ARP / NS flood from spoofed senders (XDP live-frames
@@ -151,10 +151,11 @@ pub struct FailoverArgs {
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Scenario to run (repeatable; default: all). keepalived runs only
-    /// graceful-stop, crash, freeze and link-cut.
+    /// graceful-stop, crash, freeze and link-cut; kube-vip only on the real
+    /// control plane.
     #[arg(long = "scenario", value_name = "NAME", value_parser = parse_scenario)]
     pub scenarios: Vec<Scenario>,
-    /// Implementation (repeatable; default: all four presets).
+    /// Implementation (repeatable; default: all six presets).
     #[arg(long = "implementation", value_name = "NAME", value_parser = parse_preset)]
     pub implementations: Vec<String>,
     /// Client probe interval (ARP and TCP), in milliseconds.

@@ -1,5 +1,6 @@
 //! The failover benchmark: every implementation (vip-agent with its default
-//! and aggressive timers, keepalived with the default and a fast advert) in
+//! and aggressive timers, keepalived with the default and a fast advert,
+//! kube-vip v1.0.0 at its defaults and its fast settings) in
 //! every scenario that applies to it, R times each, through the lab
 //! ([`vip_lab::lab::Lab`]); outage and split-brain statistics per
 //! (implementation, scenario) from the run records ([`report`]), one PNG
@@ -31,7 +32,7 @@ pub struct BenchOptions {
     pub repeats: u32,
     /// Parent of the results folder.
     pub out: PathBuf,
-    /// Scenarios (those that do not apply to keepalived are skipped for it).
+    /// Scenarios (those that do not apply to keepalived or kube-vip are skipped for it).
     pub scenarios: Vec<Scenario>,
     pub implementations: Vec<Implementation>,
     /// Client probe interval (ARP and TCP).
@@ -72,9 +73,13 @@ pub fn applicable(
         .iter()
         .copied()
         .filter(|s| s.applies_to(kind))
-        .filter(|s| {
-            !matches!(implementation, Implementation::Keepalived { .. })
-                || s.applies_to_keepalived()
+        .filter(|s| match implementation {
+            Implementation::Agent { .. } => true,
+            Implementation::Keepalived { .. } => s.applies_to_keepalived(),
+            // kube-vip talks to its node's own kube-apiserver: real only.
+            Implementation::KubeVip { .. } => {
+                kind == ControlPlaneKind::Real && s.applies_to_kube_vip()
+            }
         })
         .collect()
 }

@@ -25,24 +25,11 @@ pub mod target {
     pub const FASTER_SCENARIOS: [&str; 2] = ["graceful-stop", "crash"];
 }
 
-/// The presets the CLI names, and which of them are comparable.
-pub mod preset {
-    pub const AGENT_DEFAULT: &str = "agent-default";
-    pub const AGENT_AGGRESSIVE: &str = "agent-aggressive";
-    pub const KEEPALIVED_DEFAULT: &str = "keepalived-default";
-    pub const KEEPALIVED_FAST: &str = "keepalived-fast";
-    pub const ALL: [&str; 4] = [
-        AGENT_DEFAULT,
-        AGENT_AGGRESSIVE,
-        KEEPALIVED_DEFAULT,
-        KEEPALIVED_FAST,
-    ];
-    /// (settings, vip-agent preset, keepalived preset).
-    pub const PAIRS: [(&str, &str, &str); 2] = [
-        ("default settings", AGENT_DEFAULT, KEEPALIVED_DEFAULT),
-        ("fast settings", AGENT_AGGRESSIVE, KEEPALIVED_FAST),
-    ];
-}
+/// The presets the CLI names, which of them are comparable, and the
+/// implementation of each.
+pub mod preset;
+
+pub use preset::{implementation_of_preset, keepalived_default, keepalived_fast, preset_of};
 
 /// median / p95 / max of a set of durations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,7 +75,7 @@ pub struct ImplementationInfo {
     pub label: String,
     /// The CLI preset it equals, if any (see [`preset`]).
     pub preset: Option<String>,
-    /// "vip-agent" or "keepalived".
+    /// "vip-agent", "keepalived" or "kube-vip".
     pub kind: String,
     /// The timers in words.
     pub timers: String,
@@ -128,49 +115,27 @@ impl ImplementationInfo {
                 ),
                 failover_bound: None,
             },
+            Implementation::KubeVip {
+                lease,
+                renew,
+                retry,
+            } => Self {
+                label: implementation.label(),
+                preset,
+                kind: "kube-vip".into(),
+                timers: format!(
+                    "lease {} / renew {} / retry {}, ARP, static pod settings",
+                    human(*lease),
+                    human(*renew),
+                    human(*retry)
+                ),
+                failover_bound: None,
+            },
         }
     }
 
     pub fn is_agent(&self) -> bool {
         self.kind == "vip-agent"
-    }
-}
-
-/// The CLI preset an implementation equals.
-pub fn preset_of(implementation: &Implementation) -> Option<&'static str> {
-    [
-        (preset::AGENT_DEFAULT, Implementation::agent_defaults()),
-        (preset::AGENT_AGGRESSIVE, Implementation::agent_aggressive()),
-        (preset::KEEPALIVED_DEFAULT, keepalived_default()),
-        (preset::KEEPALIVED_FAST, keepalived_fast()),
-    ]
-    .into_iter()
-    .find(|(_, p)| p == implementation)
-    .map(|(name, _)| name)
-}
-
-/// keepalived with its default advertisement interval, 1 s.
-pub fn keepalived_default() -> Implementation {
-    Implementation::Keepalived {
-        advert: Duration::from_secs(1),
-    }
-}
-
-/// keepalived with a 100 ms VRRPv3 advertisement interval.
-pub fn keepalived_fast() -> Implementation {
-    Implementation::Keepalived {
-        advert: Duration::from_millis(100),
-    }
-}
-
-/// The implementation of a preset name.
-pub fn implementation_of_preset(name: &str) -> Option<Implementation> {
-    match name {
-        preset::AGENT_DEFAULT => Some(Implementation::agent_defaults()),
-        preset::AGENT_AGGRESSIVE => Some(Implementation::agent_aggressive()),
-        preset::KEEPALIVED_DEFAULT => Some(keepalived_default()),
-        preset::KEEPALIVED_FAST => Some(keepalived_fast()),
-        _ => None,
     }
 }
 
@@ -609,7 +574,10 @@ impl BenchReport {
     pub fn markdown(&self) -> String {
         let mut s = String::new();
         // Writing to a String cannot fail: the results are ignored below.
-        let _ = writeln!(s, "# Failover benchmark: vip-agent and keepalived\n");
+        let _ = writeln!(
+            s,
+            "# Failover benchmark: vip-agent, keepalived and kube-vip\n"
+        );
         let _ = writeln!(
             s,
             "Started {}, {} repeats per scenario, {} nodes, probes every {}, took {:.0} s.\n",

@@ -68,6 +68,8 @@ pub const LEASE_NAME: &str = "plndr-cp-lock";
 pub const LEASE_NAMESPACE: &str = "kube-system";
 /// The API server port (`port`), also the port of `kubernetes:PORT`.
 pub const API_PORT: u16 = 6443;
+/// What kube-vip logs before it exits on losing the Lease (by a panic).
+pub const EXITING: &str = "lost leadership, restarting kube-vip";
 /// Env: the kube-vip binary to use instead of setup's build.
 pub const BIN_ENV: &str = "VIP_KUBE_VIP_BIN";
 
@@ -415,8 +417,11 @@ impl KubeVip {
             what: format!("kubeconfig {}", kubeconfig.display()),
             source,
         })?;
-        // Unique per process and node: several labs may share a workdir.
-        let mnt = workdir.join(format!("kube-vip-{}-{name}.mnt", std::process::id()));
+        // Unique per process and start: several labs may share a workdir,
+        // and a dropped predecessor removes its own folder.
+        static STARTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mnt = workdir.join(format!("kube-vip-{}-{n}-{name}.mnt", std::process::id()));
         std::fs::create_dir_all(&mnt).map_err(|source| Error::Io {
             what: format!("creating {}", mnt.display()),
             source,
@@ -578,26 +583,30 @@ impl KubeVip {
     /// the exit; SIGKILL when it has not exited within `timeout`.
     pub fn stop(&mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {
         self.try_signal(Signal::SIGTERM)?;
+        if let Some(status) = self.wait_exit(timeout) {
+            return Ok(status);
+        }
+        self.kill();
+        anyhow::bail!(
+            "kube-vip {} did not exit within {timeout:?} of SIGTERM (killed)",
+            self.name
+        )
+    }
+
+    /// Its exit status once it has exited by itself within `timeout`
+    /// (`Duration::ZERO`: has it exited?); `None` while it runs.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;
-        let Some(child) = self.child.as_mut() else {
-            return Err(Error::NotRunning {
-                name: self.name.clone(),
-            }
-            .into());
-        };
+        let child = self.child.as_mut()?;
         loop {
             if let Ok(Some(status)) = child.try_wait() {
                 self.child = None;
                 self.consume();
                 self.leading = false;
-                return Ok(status);
+                return Some(status);
             }
             if Instant::now() >= deadline {
-                self.kill();
-                anyhow::bail!(
-                    "kube-vip {} did not exit within {timeout:?} of SIGTERM (killed)",
-                    self.name
-                );
+                return None;
             }
             // Polling a child's exit: no event to await without a reaper
             // thread; bounded by `deadline`.

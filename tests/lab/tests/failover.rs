@@ -93,7 +93,8 @@ async fn check_with(
 /// lease + retry + 1 s: the worst case of a silent leader.
 fn silent_leader(i: &Implementation) -> Duration {
     match i {
-        Implementation::Agent { lease, retry, .. } => *lease + *retry + Duration::from_secs(1),
+        Implementation::Agent { lease, retry, .. }
+        | Implementation::KubeVip { lease, retry, .. } => *lease + *retry + Duration::from_secs(1),
         Implementation::Keepalived { advert } => *advert * 4 + Duration::from_secs(1),
     }
 }

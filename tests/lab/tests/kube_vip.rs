@@ -325,3 +325,60 @@ fn kube_vip_dials_kubernetes_6443_and_a_panic_leaves_nothing_behind() {
         .collect();
     assert!(left.is_empty(), "left in the workdir: {left:?}");
 }
+
+/// The lab's kube-vip member (`Implementation::KubeVip`, its fast settings)
+/// on the real control plane: a graceful stop and a crash of the leader's
+/// kube-vip move the VIP within lease + retry + 1 s, and the MAC that answers
+/// afterwards is the holder of `plndr-cp-lock`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lab_runs_kube_vip_as_a_member() {
+    vip_lab::require_root!();
+    vip_lab::require_controlplane!();
+    if vip_lab::kube_vip::require_bin().is_err() {
+        return;
+    }
+    let implementation = vip_lab::lab::Implementation::kube_vip_fast();
+    assert_eq!(implementation.label(), "kube-vip 5s/3s/1s");
+    let mut lab = vip_lab::lab::Lab::start(vip_lab::lab::LabConfig {
+        implementation,
+        ..vip_lab::lab::LabConfig::default()
+    })
+    .await
+    .expect("lab with kube-vip");
+    let mut failures = Vec::new();
+    for scenario in [
+        vip_lab::lab::Scenario::GracefulStop,
+        vip_lab::lab::Scenario::Crash,
+    ] {
+        let r = match lab.run_scenario(scenario, 0).await {
+            Ok(r) => r,
+            Err(e) => {
+                failures.push(format!("{}: {e:#}", scenario.name()));
+                continue;
+            }
+        };
+        eprintln!("{}", vip_lab::lab::demo::timeline_text(&r));
+        let limit = Duration::from_secs(5 + 1 + 1);
+        match r.arp_outage() {
+            Some(o) if o <= limit => {}
+            other => failures.push(format!("{}: ARP outage {other:?}", scenario.name())),
+        }
+        if !r
+            .events
+            .iter()
+            .any(|e| e.what.contains("kube-vip: acquired the Lease"))
+        {
+            failures.push(format!("{}: no takeover on the timeline", scenario.name()));
+        }
+        let i = lab
+            .wait_for_leader(Duration::from_secs(10))
+            .await
+            .expect("a leader");
+        let name = lab.node_names()[i].clone();
+        if let Err(e) = lab.wait_holder(&name, Duration::from_secs(2)).await {
+            failures.push(format!("{}: {name} answers but {e:#}", scenario.name()));
+        }
+    }
+    lab.shutdown().await.expect("shutdown");
+    assert!(failures.is_empty(), "{}", failures.join("; "));
+}

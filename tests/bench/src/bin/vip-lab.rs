@@ -37,7 +37,7 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
-    /// Benchmarks (`bench failover`: vip-agent and keepalived side by side).
+    /// Benchmarks (`bench failover`: vip-agent, keepalived and kube-vip side by side).
     #[command(subcommand)]
     Bench(vip_bench::cli::BenchCommand),
 }

@@ -16,7 +16,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, WatchEvent, WatchParams};
 use vip_lease_server::EventType;
 
-use super::{LEASE_NAME, LEASE_NS, LeaseChange};
+use super::{LEASE_NS, LeaseChange};
 use crate::netns::NetNs;
 
 /// Server-side timeout of one watch request (then it is reopened).
@@ -31,13 +31,14 @@ pub(super) struct LeaseWatch {
 }
 
 impl LeaseWatch {
-    /// Watch the lab's Lease through each API server of `nodes` (addresses),
-    /// from `ns`, with the credentials of `kubeconfig` (its server replaced by
-    /// each node's address); changes go to `log`.
+    /// Watch the lab's Lease `name` through each API server of `nodes`
+    /// (addresses), from `ns`, with the credentials of `kubeconfig` (its
+    /// server replaced by each node's address); changes go to `log`.
     pub(super) fn start(
         ns: &NetNs,
         nodes: &[Ipv4Addr],
         kubeconfig: &Path,
+        name: &'static str,
         log: Arc<Mutex<Vec<LeaseChange>>>,
     ) -> anyhow::Result<Self> {
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
@@ -67,7 +68,7 @@ impl LeaseWatch {
                         };
                         rt.block_on(async move {
                             tokio::select! {
-                                () = watch_loop(&url, &kubeconfig, &log, &seen) => {}
+                                () = watch_loop(&url, &kubeconfig, name, &log, &seen) => {}
                                 _ = stop_rx.wait_for(|s| *s) => {}
                             }
                         });
@@ -104,11 +105,12 @@ async fn leases(url: &str, kubeconfig: &Path) -> anyhow::Result<Api<Lease>> {
 async fn watch_loop(
     url: &str,
     kubeconfig: &Path,
+    name: &str,
     log: &Mutex<Vec<LeaseChange>>,
     seen: &Mutex<HashSet<String>>,
 ) {
     loop {
-        if let Err(e) = watch_once(url, kubeconfig, log, seen).await {
+        if let Err(e) = watch_once(url, kubeconfig, name, log, seen).await {
             tracing::debug!(%url, error = %e, "lease watch ended");
         }
         tokio::time::sleep(RETRY).await;
@@ -118,19 +120,18 @@ async fn watch_loop(
 async fn watch_once(
     url: &str,
     kubeconfig: &Path,
+    name: &str,
     log: &Mutex<Vec<LeaseChange>>,
     seen: &Mutex<HashSet<String>>,
 ) -> anyhow::Result<()> {
     let api = leases(url, kubeconfig).await?;
     let list = api
-        .list_metadata(
-            &kube::api::ListParams::default().fields(&format!("metadata.name={LEASE_NAME}")),
-        )
+        .list_metadata(&kube::api::ListParams::default().fields(&format!("metadata.name={name}")))
         .await?;
     let mut rv = list.metadata.resource_version.unwrap_or_default();
     loop {
         let wp = WatchParams::default()
-            .fields(&format!("metadata.name={LEASE_NAME}"))
+            .fields(&format!("metadata.name={name}"))
             .timeout(WATCH_TIMEOUT_S);
         let mut stream = api.watch(&wp, &rv).await?.boxed();
         while let Some(ev) = stream.try_next().await? {

@@ -1,5 +1,5 @@
-//! The members of the lab (an agent or keepalived per node): their command
-//! lines, starting, stopping, signalling, and their logs.
+//! The members of the lab (an agent, keepalived or kube-vip per node): their
+//! command lines, starting, stopping, signalling, and their logs.
 
 use std::path::Path;
 use std::sync::PoisonError;
@@ -15,6 +15,7 @@ use super::{HEALTH_FAILURES, HEALTH_INTERVAL, Implementation, Lab, Member};
 use crate::agent::Agent;
 use crate::controlplane::Identity;
 use crate::keepalived::Keepalived;
+use crate::kube_vip::{self, KubeVip};
 use crate::topology::LAN_IFNAME;
 
 impl Lab {
@@ -106,7 +107,82 @@ impl Lab {
                 self.nodes[i].log_seen = 0;
                 Ok(())
             }
+            Implementation::KubeVip {
+                lease,
+                renew,
+                retry,
+            } => {
+                let secs = |d: &Duration| {
+                    u32::try_from(d.as_secs())
+                        .ok()
+                        .filter(|_| d.subsec_nanos() == 0)
+                        .ok_or_else(|| anyhow!("kube-vip takes whole seconds, not {d:?}"))
+                };
+                let timers = kube_vip::Timers {
+                    lease: secs(lease)?,
+                    renew: secs(renew)?,
+                    retry: secs(retry)?,
+                };
+                let cp = self
+                    .cp
+                    .as_ref()
+                    .ok_or_else(|| anyhow!("kube-vip needs the real control plane"))?;
+                // Its static pod mounts admin.conf (rights through kubeadm's
+                // kubeadm:cluster-admins binding, created at start).
+                let member = Member::KubeVip(KubeVip::spawn(
+                    &self.nodes[i].name,
+                    self.lan.node(i).ns(),
+                    LAN_IFNAME,
+                    self.vip4,
+                    timers,
+                    cp.kubeconfig_as(i, Identity::Admin),
+                    &self.workdir.0,
+                )?);
+                *self.slot(i) = member;
+                self.nodes[i].log_seen = 0;
+                Ok(())
+            }
         }
+    }
+
+    /// kube-vip exits when it loses the Lease (it panics, "restarting
+    /// kube-vip"), e.g. after a freeze, a cut or a hung API server; its
+    /// kubelet restarts the static pod. Do that for every kube-vip that
+    /// exited or is exiting (bounded wait for its exit), at once.
+    pub(super) async fn restart_exited_members(&mut self, tl: &mut Timeline) -> anyhow::Result<()> {
+        for i in 0..self.nodes.len() {
+            let Member::KubeVip(k) = std::mem::replace(self.slot(i), Member::Down) else {
+                continue;
+            };
+            let (mut k, exited) = tokio::task::spawn_blocking(move || {
+                let mut k = k;
+                let exiting = k.log().iter().any(|l| l.contains(kube_vip::EXITING));
+                let wait = if exiting {
+                    Duration::from_secs(10)
+                } else {
+                    Duration::ZERO
+                };
+                let exited = k.wait_exit(wait).is_some();
+                (k, exited)
+            })
+            .await?;
+            if !exited {
+                *self.slot(i) = Member::KubeVip(k);
+                continue;
+            }
+            k.kill();
+            *self.slot(i) = Member::KubeVip(k);
+            self.collect_logs(tl);
+            tl.push(format!(
+                "{}: kube-vip exited; started again (as its kubelet would)",
+                self.nodes[i].name
+            ));
+            // The old one goes first (its drop removes a VIP it left).
+            *self.slot(i) = Member::Down;
+            self.spawn_member(i)?;
+            self.wait_member_started(i).await?;
+        }
+        Ok(())
     }
 
     /// Spawn node `i`'s agent from `bin` with the lab's arguments.
@@ -148,6 +224,18 @@ impl Lab {
                 {
                     return Err(e);
                 }
+            }
+            Member::KubeVip(mut k) => {
+                let (k, r) = tokio::task::spawn_blocking(move || {
+                    let r = k.wait_for_line(
+                        "attempting to acquire leader lease",
+                        Duration::from_secs(20),
+                    );
+                    (k, r)
+                })
+                .await?;
+                *self.slot(i) = Member::KubeVip(k);
+                r?;
             }
             Member::Down => bail!("{} is not running", self.nodes[i].name),
         }
@@ -197,6 +285,21 @@ impl Lab {
             let lines = match n.member.get_mut().unwrap_or_else(PoisonError::into_inner) {
                 Member::Agent(a) => a.log(),
                 Member::Keepalived(k) => k.log(),
+                Member::KubeVip(k) => {
+                    // Its lines at the moment they were read (its own
+                    // timestamps have one-second resolution).
+                    let lines = k.log_timed();
+                    for (at, line) in lines.iter().skip(n.log_seen) {
+                        if self.cfg.echo_logs {
+                            eprintln!("[{}] {line}", n.name);
+                        }
+                        if let Some(what) = kube_vip::describe(line) {
+                            tl.push_at(tl.at(*at), format!("{}: kube-vip: {what}", n.name));
+                        }
+                    }
+                    n.log_seen = lines.len();
+                    continue;
+                }
                 Member::Down => continue,
             };
             let mut previous: Option<String> = None;
@@ -275,6 +378,25 @@ impl Lab {
                 }
                 *self.slot(i) = Member::Down;
             }
+            Member::KubeVip(mut k) => {
+                if graceful {
+                    tl.push(format!("fault: SIGTERM to {name}'s kube-vip"));
+                    let (k, r) = tokio::task::spawn_blocking(move || {
+                        let r = k.stop(Duration::from_secs(10));
+                        (k, r)
+                    })
+                    .await?;
+                    *self.slot(i) = Member::KubeVip(k);
+                    self.collect_logs(tl);
+                    tl.push(format!("{name}: kube-vip exited ({})", r?));
+                } else {
+                    tl.push(format!("fault: SIGKILL to {name}'s kube-vip"));
+                    k.kill();
+                    *self.slot(i) = Member::KubeVip(k);
+                    self.collect_logs(tl);
+                }
+                *self.slot(i) = Member::Down;
+            }
             Member::Down => bail!("{name} is not running"),
         }
         Ok(())
@@ -288,6 +410,7 @@ impl Lab {
         {
             Member::Agent(a) => a.signal(sig)?,
             Member::Keepalived(k) => k.signal(sig)?,
+            Member::KubeVip(k) => k.signal(sig)?,
             Member::Down => bail!("{} is not running", self.nodes[i].name),
         }
         Ok(())

@@ -56,6 +56,7 @@ use vip_lease_server::{EventType, LeaseServerHandle};
 use crate::agent::{Agent, PinDirGuard};
 use crate::controlplane::ControlPlane;
 use crate::keepalived::Keepalived;
+use crate::kube_vip::KubeVip;
 use crate::netns::NetNs;
 use crate::topology::Lan;
 use probe::Prober;
@@ -77,6 +78,13 @@ pub enum Implementation {
     },
     /// keepalived (VRRPv3) with this advertisement interval.
     Keepalived { advert: Duration },
+    /// kube-vip v1.0.0 as its static pod runs it (ARP, control-plane Lease
+    /// `plndr-cp-lock`), timers in whole seconds. Real control plane only.
+    KubeVip {
+        lease: Duration,
+        renew: Duration,
+        retry: Duration,
+    },
 }
 
 impl Implementation {
@@ -100,7 +108,34 @@ impl Implementation {
         }
     }
 
-    /// e.g. "vip-agent 3s/2s/500ms", "keepalived advert 1s".
+    /// kube-vip's defaults: 15 s / 10 s / 2 s.
+    pub fn kube_vip_defaults() -> Self {
+        Self::kube_vip(crate::kube_vip::Timers::DEFAULTS)
+    }
+
+    /// kube-vip's recommended fast settings: 5 s / 3 s / 1 s.
+    pub fn kube_vip_fast() -> Self {
+        Self::kube_vip(crate::kube_vip::Timers::FAST)
+    }
+
+    fn kube_vip(t: crate::kube_vip::Timers) -> Self {
+        let s = |n: u32| Duration::from_secs(u64::from(n));
+        Self::KubeVip {
+            lease: s(t.lease),
+            renew: s(t.renew),
+            retry: s(t.retry),
+        }
+    }
+
+    /// The Lease it elects through (keepalived: none; the agent's name).
+    pub fn lease_name(&self) -> &'static str {
+        match self {
+            Self::KubeVip { .. } => crate::kube_vip::LEASE_NAME,
+            _ => LEASE_NAME,
+        }
+    }
+
+    /// e.g. "vip-agent 3s/2s/500ms", "keepalived advert 1s", "kube-vip 15s/10s/2s".
     pub fn label(&self) -> String {
         match self {
             Self::Agent {
@@ -122,6 +157,16 @@ impl Implementation {
                 )
             }
             Self::Keepalived { advert } => format!("keepalived advert {}", human(*advert)),
+            Self::KubeVip {
+                lease,
+                renew,
+                retry,
+            } => format!(
+                "kube-vip {}/{}/{}",
+                human(*lease),
+                human(*renew),
+                human(*retry)
+            ),
         }
     }
 }
@@ -256,6 +301,13 @@ impl Scenario {
         )
     }
 
+    /// Whether the scenario applies to kube-vip: every one of the real
+    /// control plane (kube-vip has no health check: in health-fail its VIP
+    /// moves only once the draining API server has exited).
+    pub fn applies_to_kube_vip(&self) -> bool {
+        self.applies_to(ControlPlaneKind::Real)
+    }
+
     /// Whether the VIP is expected to move to another node.
     pub fn moves_vip(&self) -> bool {
         !matches!(self, Scenario::LeaseServerRestart)
@@ -301,6 +353,7 @@ struct LeaseChange {
 enum Member {
     Agent(Agent),
     Keepalived(Keepalived),
+    KubeVip(KubeVip),
     Down,
 }
 
@@ -364,6 +417,11 @@ mod tests {
             .label(),
             "keepalived advert 1s"
         );
+        assert_eq!(
+            Implementation::kube_vip_defaults().label(),
+            "kube-vip 15s/10s/2s"
+        );
+        assert_eq!(Implementation::kube_vip_fast().label(), "kube-vip 5s/3s/1s");
         let names: Vec<_> = Scenario::ALL.iter().map(Scenario::name).collect();
         assert_eq!(names.len(), 9);
         assert!(
@@ -377,6 +435,14 @@ mod tests {
                 .filter(|s| s.applies_to_keepalived())
                 .count(),
             4
+        );
+        assert!(!Scenario::LeaseServerRestart.applies_to_kube_vip());
+        assert_eq!(
+            Scenario::ALL
+                .iter()
+                .filter(|s| s.applies_to_kube_vip())
+                .count(),
+            8
         );
     }
 }

@@ -34,6 +34,11 @@ impl Lab {
                 scenario.name()
             );
         }
+        if matches!(self.cfg.implementation, Implementation::KubeVip { .. })
+            && !scenario.applies_to_kube_vip()
+        {
+            bail!("scenario {} does not apply to kube-vip", scenario.name());
+        }
         if !scenario.applies_to(self.cfg.control_plane) {
             bail!(
                 "scenario {} does not apply to the {} control plane",
@@ -51,6 +56,7 @@ impl Lab {
             let seen = match &*self.slot(i) {
                 Member::Agent(a) => a.log().len(),
                 Member::Keepalived(k) => k.log().len(),
+                Member::KubeVip(k) => k.log().len(),
                 Member::Down => 0,
             };
             self.nodes[i].log_seen = seen;
@@ -283,6 +289,7 @@ impl Lab {
                 self.wait_for_leader(bound).await?;
             }
         }
+        self.restart_exited_members(&mut tl).await?;
         // Recording time after recovery and restoration, not synchronisation.
         tokio::time::sleep(STEADY_AFTER).await;
         self.collect_logs(&mut tl);

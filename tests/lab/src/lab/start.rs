@@ -58,6 +58,9 @@ impl Lab {
         let kubeconfig = workdir.0.join("kubeconfig");
 
         let real = cfg.control_plane == ControlPlaneKind::Real;
+        if !real && matches!(cfg.implementation, Implementation::KubeVip { .. }) {
+            bail!("kube-vip needs the real control plane (it talks to the node's own API server)");
+        }
         let cp = if real {
             Some(start_control_plane(&lan, vip4.into()).await?)
         } else {
@@ -113,6 +116,7 @@ impl Lab {
                     &api_ns,
                     &ips,
                     cp.kubeconfig_as(0, Identity::SuperAdmin),
+                    cfg.implementation.lease_name(),
                     lease_log.clone(),
                 )?)
             }
@@ -123,7 +127,7 @@ impl Lab {
                 Some(b) => b,
                 None => crate::agent::agent_bin()?,
             }),
-            Implementation::Keepalived { .. } => None,
+            Implementation::Keepalived { .. } | Implementation::KubeVip { .. } => None,
         };
         let v6 = lan.client().v6().map(|c| (c, vip6));
         let prober = Prober::start(
@@ -265,6 +269,16 @@ impl Lab {
                 Member::Keepalived(k) => {
                     let (_k, r) = tokio::task::spawn_blocking(move || {
                         let mut k = k;
+                        let r = k.stop(Duration::from_secs(5));
+                        (k, r)
+                    })
+                    .await?;
+                    if let Err(e) = r {
+                        errors.push(e.to_string());
+                    }
+                }
+                Member::KubeVip(mut k) => {
+                    let (_k, r) = tokio::task::spawn_blocking(move || {
                         let r = k.stop(Duration::from_secs(5));
                         (k, r)
                     })

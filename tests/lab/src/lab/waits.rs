@@ -252,13 +252,17 @@ impl Lab {
                 *lease + *retry * 2 + Duration::from_secs(8)
             }
             Implementation::Keepalived { advert } => *advert * 4 + Duration::from_secs(8),
+            Implementation::KubeVip { lease, retry, .. } => {
+                *lease + *retry * 2 + Duration::from_secs(8)
+            }
         }
     }
 
     pub(super) fn renew_deadline(&self) -> Option<Duration> {
         match &self.cfg.implementation {
             Implementation::Agent { renew, .. } => Some(*renew),
-            Implementation::Keepalived { .. } => None,
+            // No fence: a crashed or frozen kube-vip leaves the VIP answering.
+            Implementation::Keepalived { .. } | Implementation::KubeVip { .. } => None,
         }
     }
 
