@@ -151,6 +151,9 @@ impl Lab {
     /// exited or is exiting (bounded wait for its exit), at once.
     pub(super) async fn restart_exited_members(&mut self, tl: &mut Timeline) -> anyhow::Result<()> {
         for i in 0..self.nodes.len() {
+            if !matches!(self.slot(i), Member::KubeVip(_)) {
+                continue;
+            }
             let Member::KubeVip(k) = std::mem::replace(self.slot(i), Member::Down) else {
                 continue;
             };
