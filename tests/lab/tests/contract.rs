@@ -105,5 +105,5 @@ fn embedded_and_real_lease_servers_keep_the_same_contract() {
         "{}",
         embedded.failures().join("\n")
     );
-    assert!(real.checks.len() >= 17, "{} checks", real.checks.len());
+    assert_eq!(real.checks.len(), 25, "checks run");
 }
