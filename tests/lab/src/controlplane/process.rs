@@ -132,6 +132,14 @@ impl Process {
         lines[lines.len().saturating_sub(n)..].join("\n")
     }
 
+    /// SIGKILLs it (if still running) and reaps it.
+    pub fn kill(&mut self) {
+        if self.exited().is_none() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+
     /// Its log file.
     pub fn log_path(&self) -> &Path {
         &self.log
@@ -140,9 +148,6 @@ impl Process {
 
 impl Drop for Process {
     fn drop(&mut self) {
-        if self.exited().is_none() {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
+        self.kill();
     }
 }
