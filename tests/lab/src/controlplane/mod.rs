@@ -200,45 +200,6 @@ impl ControlPlane {
         })
     }
 
-    /// Restarts node `i`'s kube-apiserver (SIGKILL, then the same command
-    /// line; `ns` is node `i`'s namespace) and waits until its `/readyz` says
-    /// ok again. Its watch cache starts afresh: watches from a
-    /// resourceVersion older than the restart get 410 Gone. Returns how long
-    /// it took.
-    pub fn restart_apiserver(
-        &mut self,
-        i: usize,
-        ns: &NetNs,
-        timeout: Duration,
-    ) -> Result<Duration, Error> {
-        let started = std::time::Instant::now();
-        let (_, apiserver_bin) = ebpf_build::controlplane::binaries()?;
-        let me = &self.members[i];
-        let home = self.dir.0.join(&me.name);
-        let args = args::apiserver(me, &home.join("pki"));
-        let node = &mut self.nodes[i];
-        let name = node.apiserver.name().to_owned();
-        // The old process is killed and reaped before the new one binds the
-        // port; the new one logs to a second file (the first is kept).
-        node.apiserver.kill();
-        node.apiserver = Process::spawn(
-            &name,
-            ns,
-            &apiserver_bin,
-            &args,
-            home.join("kube-apiserver-restarted.log"),
-        )?;
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, args::APISERVER_PORT));
-        readyz::wait_ready(
-            ns,
-            &self.client,
-            addr,
-            &mut [&mut node.etcd, &mut node.apiserver],
-            timeout,
-        )?;
-        Ok(started.elapsed())
-    }
-
     /// The members (name, address), in node order.
     pub fn members(&self) -> &[Member] {
         &self.members

@@ -75,10 +75,7 @@ impl Process {
     /// Kill it if it still runs (SIGKILL), reap it, and start it again in
     /// `ns` with the same command line; the log is appended to.
     pub fn restart(&mut self, ns: &NetNs) -> Result<(), Error> {
-        if self.exited().is_none() {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
+        self.kill();
         self.child = start(ns, &self.bin, &self.args, &self.log)?;
         Ok(())
     }
