@@ -171,6 +171,10 @@ pub struct FailoverArgs {
     /// `cargo xtask setup`) or `embedded` (the home-made Lease server).
     #[arg(long, default_value = "real", value_name = "KIND")]
     pub control_plane: ControlPlaneKind,
+    /// Seconds of steady state in which each implementation's API cost (Lease
+    /// requests/min per node, etcd writes/min) is counted; 0: skip.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=600))]
+    pub cost_seconds: u64,
 }
 
 impl FailoverArgs {
@@ -197,6 +201,7 @@ impl FailoverArgs {
             nodes: usize::try_from(self.nodes).unwrap_or(3),
             echo_logs: self.echo_logs,
             control_plane: self.control_plane,
+            cost_window: Duration::from_secs(self.cost_seconds),
         }
     }
 }

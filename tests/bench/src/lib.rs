@@ -43,6 +43,9 @@ pub struct BenchOptions {
     pub echo_logs: bool,
     /// The API server of the lab.
     pub control_plane: ControlPlaneKind,
+    /// Steady-state API cost window per implementation (real control plane;
+    /// zero: not measured).
+    pub cost_window: Duration,
 }
 
 impl Default for BenchOptions {
@@ -59,6 +62,7 @@ impl Default for BenchOptions {
             nodes: LabConfig::default().nodes,
             echo_logs: false,
             control_plane: ControlPlaneKind::Real,
+            cost_window: Duration::from_secs(30),
         }
     }
 }
@@ -134,7 +138,12 @@ fn results_dir(out: &Path, stamp: &str) -> anyhow::Result<PathBuf> {
 pub fn write_outputs(report: &BenchReport, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     write_json(report, dir)?;
     let md = dir.join("summary.md");
-    std::fs::write(&md, report.markdown()).with_context(|| format!("writing {}", md.display()))?;
+    let text = format!(
+        "{}\n{}",
+        report.markdown(),
+        vip_lab::lab::cost::markdown(&report.api_costs)
+    );
+    std::fs::write(&md, text).with_context(|| format!("writing {}", md.display()))?;
     let mut pngs = Vec::new();
     let mut scenarios: Vec<&str> = Vec::new();
     for r in &report.runs {
@@ -198,6 +207,7 @@ pub async fn run_in(opts: BenchOptions) -> anyhow::Result<(BenchReport, PathBuf)
         .collect();
     let mut runs = Vec::new();
     let mut failures = Vec::new();
+    let mut costs = Vec::new();
     let meta = |took| BenchMeta {
         started: started_at.clone(),
         repeats: opts.repeats,
@@ -222,6 +232,19 @@ pub async fn run_in(opts: BenchOptions) -> anyhow::Result<(BenchReport, PathBuf)
         let mut lab = Lab::start(cfg.clone())
             .await
             .with_context(|| format!("starting the lab for {label}"))?;
+        if lab.control_plane().is_some() && opts.cost_window > Duration::ZERO {
+            match lab.api_cost(opts.cost_window).await {
+                Ok(c) => {
+                    eprintln!(
+                        "bench: {label}: {:.0} Lease requests/min on all API servers, {:.0} etcd writes/min",
+                        c.total_lease_requests_per_minute(),
+                        c.etcd_writes_per_minute
+                    );
+                    costs.push(c);
+                }
+                Err(e) => eprintln!("bench: {label}: API cost not measured: {e:#}"),
+            }
+        }
         for scenario in scenarios {
             for repeat in 0..opts.repeats {
                 let t = Instant::now();
@@ -264,15 +287,17 @@ pub async fn run_in(opts: BenchOptions) -> anyhow::Result<(BenchReport, PathBuf)
             .await
             .with_context(|| format!("shutting the lab for {label} down"))?;
         // Partial results, in case a later implementation is interrupted.
-        let partial = BenchReport::build(
+        let mut partial = BenchReport::build(
             meta(started.elapsed()),
             infos.clone(),
             runs.clone(),
             failures.clone(),
         );
+        partial.api_costs.clone_from(&costs);
         write_json(&partial, &dir)?;
     }
-    let report = BenchReport::build(meta(started.elapsed()), infos, runs, failures);
+    let mut report = BenchReport::build(meta(started.elapsed()), infos, runs, failures);
+    report.api_costs = costs;
     write_outputs(&report, &dir)?;
     Ok((report, dir))
 }

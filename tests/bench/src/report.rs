@@ -276,6 +276,9 @@ pub struct BenchReport {
     pub targets: Vec<TargetResult>,
     pub failures: Vec<RunFailure>,
     pub runs: Vec<RunRecord>,
+    /// Steady-state API cost per implementation (real control plane only).
+    #[serde(default)]
+    pub api_costs: Vec<vip_lab::lab::cost::ApiCost>,
 }
 
 fn ratio(a: Option<Stats>, b: Option<Stats>) -> Option<f64> {
@@ -335,6 +338,7 @@ impl BenchReport {
             targets: Vec::new(),
             failures,
             runs,
+            api_costs: Vec::new(),
         };
         report.comparisons = report.compare();
         report.targets = report.evaluate();

@@ -3,6 +3,7 @@
 //! benchmarks and the `vip-lab` command are `vip-bench`.
 pub mod agent;
 pub mod agent_log;
+pub mod contract;
 pub mod controlplane;
 pub mod keepalived;
 pub mod kube_vip;

@@ -8,7 +8,7 @@
 //! | `POST /_lab/partition` | `{"target":{"identity":"a"}\|{"ip":"10.0.0.2"},"mode":"hang\|blackhole\|refuse"}` | partition |
 //! | `POST /_lab/forbid` | `{"identity":"a"}` | 403 for that identity |
 //! | `POST /_lab/heal` | | remove every fault |
-//! | `POST /_lab/restart` | optional `{"downtime_ms":500}` | drop every connection and watch |
+//! | `POST /_lab/restart` | optional `{"downtime_ms":500}` | drop every connection and watch, and the watch history (as a real restart) |
 //! | `POST /_lab/compact` | | drop the watch history (old resourceVersions get 410) |
 //! | `GET /_lab/counters` | | requests per identity by verb |
 //! | `POST /_lab/counters/reset` | | reset them |

@@ -507,7 +507,9 @@ impl LeaseServerHandle {
     }
 
     /// Simulates an API server restart: every connection (and so every watch and every held
-    /// request) is dropped without an answer; the stored Leases and the history are kept.
+    /// request) is dropped without an answer; the stored Leases are kept, the event history
+    /// is not (as kube-apiserver's watch cache, which starts afresh at the current
+    /// resourceVersion): a watch from an older resourceVersion gets 410 Gone.
     pub async fn restart(&self) {
         self.restart_with_downtime(Duration::ZERO).await;
     }
@@ -516,6 +518,7 @@ impl LeaseServerHandle {
     pub async fn restart_with_downtime(&self, downtime: Duration) {
         let s = &self.shared;
         *lock(&s.down_until) = (!downtime.is_zero()).then(|| Instant::now() + downtime);
+        lock(&s.store).compact();
         let old = std::mem::replace(&mut *lock(&s.generation), s.shutdown.child_token());
         old.cancel();
         tracing::info!(?downtime, "lease server restarted");

@@ -51,6 +51,12 @@ impl ApiError {
             "reason": self.reason,
             "code": self.code,
         });
+        if self.reason.is_empty() {
+            // As kube-apiserver for an error that is not a Status: no reason.
+            if let Some(m) = v.as_object_mut() {
+                m.remove("reason");
+            }
+        }
         if let Some(d) = &self.details {
             v["details"] = d.clone();
         }
@@ -60,6 +66,13 @@ impl ApiError {
     pub fn not_found(name: &str) -> Self {
         Self::new(404, "NotFound", format!("{QUALIFIED} \"{name}\" not found"))
             .with_details(lease_details(name))
+    }
+
+    /// What kube-apiserver answers for an error that is no `metav1.Status`
+    /// (a plain error from storage): the code and the message, no reason, no
+    /// details. Only the request can cause one here.
+    pub fn unstructured(code: u16, message: &str) -> Self {
+        Self::new(code, "", message).client()
     }
 
     pub fn path_not_found() -> Self {

@@ -12,6 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use vip_lease_server::LeaseServerOptions;
 
 use common::*;
 
@@ -244,6 +245,89 @@ async fn stale_resource_version_gets_410_gone() {
     .await;
 }
 
+/// After a restart the history is gone, as kube-apiserver's watch cache
+/// starts afresh: a watch from before it gets 410 naming the current
+/// resourceVersion, from which a watch is accepted.
+#[tokio::test]
+async fn a_restart_drops_the_watch_history() {
+    bounded(async {
+        let h = start().await;
+        let api = leases(&h, None).await;
+        let l = api
+            .create(&PostParams::default(), &new_lease("vip", "a"))
+            .await
+            .unwrap();
+        let old_rv = l.metadata.resource_version.clone().unwrap();
+        api.delete("vip", &Default::default()).await.unwrap();
+        h.restart().await;
+        let now = h.resource_version();
+        let wp = WatchParams::default().timeout(1);
+        let mut events = api.watch(&wp, &old_rv).await.unwrap().boxed();
+        match events.try_next().await.unwrap() {
+            Some(WatchEvent::Error(s)) => {
+                assert_eq!((s.code, s.reason.as_str()), (410, "Expired"));
+                assert_eq!(
+                    s.message,
+                    format!("too old resource version: {old_rv} ({now})")
+                );
+            }
+            other => panic!("expected a 410 ERROR event, got {other:?}"),
+        }
+        let from_now: Vec<_> = api
+            .watch(&wp.disable_bookmarks(), &now.to_string())
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        assert!(from_now.is_empty(), "{from_now:?}");
+        h.shutdown().await;
+    })
+    .await;
+}
+
+/// kube-apiserver's bookmark schedule: with a period longer than the watch,
+/// one bookmark 2 s before its timeout; none for a timeout of 2 s or less.
+#[tokio::test]
+async fn a_bookmark_comes_two_seconds_before_the_watch_timeout() {
+    bounded(async {
+        let h = start_with(LeaseServerOptions {
+            bookmark_interval: Duration::from_secs(60),
+            ..LeaseServerOptions::default()
+        })
+        .await;
+        let api = leases(&h, None).await;
+        let rv = h.resource_version().to_string();
+        let timeline = |timeout: u32| {
+            let api = api.clone();
+            let rv = rv.clone();
+            async move {
+                let start = Instant::now();
+                let mut s = api
+                    .watch(&WatchParams::default().timeout(timeout), &rv)
+                    .await
+                    .unwrap()
+                    .boxed();
+                let mut bookmarks = Vec::new();
+                while let Some(e) = s.try_next().await.unwrap() {
+                    assert!(matches!(e, WatchEvent::Bookmark(_)), "{e:?}");
+                    bookmarks.push(start.elapsed());
+                }
+                (bookmarks, start.elapsed())
+            }
+        };
+        let ((three, end3), (two, end2)) = tokio::join!(timeline(3), timeline(2));
+        assert_eq!(three.len(), 1, "{three:?}");
+        assert!(three[0] >= Duration::from_millis(900), "{three:?}");
+        assert!(three[0] < Duration::from_millis(1500), "{three:?}");
+        assert!(end3 >= Duration::from_millis(2900), "{end3:?}");
+        assert!(two.is_empty(), "{two:?}");
+        assert!(end2 >= Duration::from_millis(1900), "{end2:?}");
+        h.shutdown().await;
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn tls_requires_a_client_certificate() {
     bounded(async {
@@ -298,9 +382,11 @@ async fn watch_latency_is_well_under_10ms() {
         let rv = base.metadata.resource_version.clone().unwrap();
         let mut events = api
             .watch(
+                // No bookmarks (200 ms apart here) between the measured events.
                 &WatchParams::default()
                     .fields("metadata.name=vip")
-                    .timeout(60),
+                    .timeout(60)
+                    .disable_bookmarks(),
                 &rv,
             )
             .await

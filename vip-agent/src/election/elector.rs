@@ -206,7 +206,11 @@ impl<S: LeaseStore, F: Fence, C: Clock> Elector<'_, S, F, C> {
             message,
         };
         error!(identity = %self.cfg.identity, verb, error = %err, retry_in = ?FORBIDDEN_RETRY, event = events::FORBIDDEN, "403 Forbidden on the Lease: not leading, retrying");
-        self.status.send_modify(|s| s.forbidden += 1);
+        let text = err.to_string();
+        self.status.send_modify(|s| {
+            s.forbidden += 1;
+            s.forbidden_message = Some(text);
+        });
         let at = self.now().saturating_add(FORBIDDEN_RETRY);
         self.retry_at = at;
         self.watch = None;

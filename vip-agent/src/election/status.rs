@@ -28,6 +28,8 @@ pub struct Status {
     pub watch_starts: u64,
     /// 403 Forbidden answers on the Lease (each one: not leading, retry later).
     pub forbidden: u64,
+    /// The last 403's explanation, with the fix.
+    pub forbidden_message: Option<String>,
 }
 
 impl Default for Status {
@@ -43,6 +45,7 @@ impl Default for Status {
             api_requests: 0,
             watch_starts: 0,
             forbidden: 0,
+            forbidden_message: None,
         }
     }
 }

@@ -44,6 +44,23 @@ impl ControlPlane {
         self.process(i, c).restart(ns)
     }
 
+    /// Restarts node `i`'s kube-apiserver (SIGKILL, then the same command
+    /// line; `ns` is node `i`'s namespace) and waits until its `/readyz` says
+    /// ok again. Its watch cache starts afresh: watches from a
+    /// resourceVersion older than the restart get 410 Gone. Returns how long
+    /// it took.
+    pub fn restart_apiserver(
+        &mut self,
+        i: usize,
+        ns: &NetNs,
+        timeout: Duration,
+    ) -> Result<Duration, Error> {
+        let started = std::time::Instant::now();
+        self.restart(i, Component::ApiServer, ns)?;
+        self.wait_ready(i, ns, timeout)?;
+        Ok(started.elapsed())
+    }
+
     /// Wait until node `i`'s API server says ready on 127.0.0.1:6443 in `ns`.
     pub fn wait_ready(&mut self, i: usize, ns: &NetNs, timeout: Duration) -> Result<(), Error> {
         let client = self.client.clone();

@@ -75,10 +75,7 @@ impl Process {
     /// Kill it if it still runs (SIGKILL), reap it, and start it again in
     /// `ns` with the same command line; the log is appended to.
     pub fn restart(&mut self, ns: &NetNs) -> Result<(), Error> {
-        if self.exited().is_none() {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
+        self.kill();
         self.child = start(ns, &self.bin, &self.args, &self.log)?;
         Ok(())
     }
@@ -132,6 +129,14 @@ impl Process {
         lines[lines.len().saturating_sub(n)..].join("\n")
     }
 
+    /// SIGKILLs it (if still running) and reaps it.
+    pub fn kill(&mut self) {
+        if self.exited().is_none() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+
     /// Its log file.
     pub fn log_path(&self) -> &Path {
         &self.log
@@ -140,9 +145,6 @@ impl Process {
 
 impl Drop for Process {
     fn drop(&mut self) {
-        if self.exited().is_none() {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
+        self.kill();
     }
 }

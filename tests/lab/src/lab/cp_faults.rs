@@ -44,11 +44,21 @@ impl Lab {
     /// The node whose etcd member is the Raft leader now (from each member's
     /// `etcd_server_is_leader` metric), if the lab runs a real control plane.
     pub(super) fn etcd_leader(&self) -> Option<usize> {
-        let cp = self.cp.as_ref()?;
-        (0..self.nodes.len()).find(|i| {
-            cp.etcd_metrics(self.lan.node(*i).ns())
-                .is_ok_and(|m| sum_samples(&m, "etcd_server_is_leader", &[]) == 1.0)
-        })
+        self.etcd_leaders().first().copied()
+    }
+
+    /// Every node whose etcd member says it is the leader (a member cut off
+    /// may still say so until its check-quorum steps it down).
+    pub(super) fn etcd_leaders(&self) -> Vec<usize> {
+        let Some(cp) = self.cp.as_ref() else {
+            return Vec::new();
+        };
+        (0..self.nodes.len())
+            .filter(|i| {
+                cp.etcd_metrics(self.lan.node(*i).ns())
+                    .is_ok_and(|m| sum_samples(&m, "etcd_server_is_leader", &[]) == 1.0)
+            })
+            .collect()
     }
 
     /// Wait (bounded) until node `i`'s `c` has exited by itself.

@@ -28,6 +28,7 @@
 //! timestamps, Lease changes, leader changes seen by the client) go into
 //! [`record::RunRecord::events`].
 
+pub mod cost;
 mod cp_faults;
 pub mod demo;
 mod events;

@@ -127,6 +127,17 @@ impl Lab {
                     self.wait_event(leader, events::STEPPING_DOWN, bound)
                         .await?;
                 }
+                if self.cp.is_some() {
+                    let names: Vec<&str> = self
+                        .etcd_leaders()
+                        .into_iter()
+                        .map(|i| self.nodes[i].name.as_str())
+                        .collect();
+                    tl.push(format!(
+                        "etcd members claiming leadership during the cut: {}",
+                        names.join(", ")
+                    ));
+                }
                 tl.push(format!("{leader_name}'s link restored"));
                 self.lan.restore(leader)?;
                 let new = new?;

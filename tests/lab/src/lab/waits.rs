@@ -136,7 +136,9 @@ impl Lab {
     }
 
     /// Real control plane: whether node `i`'s agent has a watch open now
-    /// (its last `watch_opened` comes after its last change of role).
+    /// (its last `watch_opened` comes after its last change of role; an
+    /// agent build without JSON events: its API server holds two watches on
+    /// Leases, the lab's observer's and the agent's).
     fn agent_watching(&self, i: usize) -> bool {
         let member = self.nodes[i]
             .member
@@ -145,9 +147,14 @@ impl Lab {
         let Member::Agent(a) = &*member else {
             return true;
         };
+        let log = a.log();
+        drop(member);
+        if !log.iter().any(|l| l.trim_start().starts_with('{')) {
+            return self.lease_watches(i) >= 2.0;
+        }
         let mut opened = None;
         let mut role = None;
-        for (k, line) in a.log().iter().enumerate() {
+        for (k, line) in log.iter().enumerate() {
             match crate::agent_log::parse(line).map(|e| e.name) {
                 Some(n) if n == events::WATCH_OPENED => opened = Some(k),
                 Some(n) if n == events::FOLLOWING || n == events::LEASE_ACQUIRED => role = Some(k),
@@ -155,6 +162,21 @@ impl Lab {
             }
         }
         opened.is_some() && opened > role
+    }
+
+    /// Watches on Leases open on node `i`'s kube-apiserver now (0 if it
+    /// cannot be asked).
+    fn lease_watches(&self, i: usize) -> f64 {
+        self.cp
+            .as_ref()
+            .and_then(|cp| cp.apiserver_metrics(self.lan.node(i).ns()).ok())
+            .map_or(0.0, |m| {
+                crate::controlplane::sum_samples(
+                    &m,
+                    "apiserver_longrunning_requests",
+                    &["resource=\"leases\"", "verb=\"WATCH\""],
+                )
+            })
     }
 
     /// Wait until every agent but `except` holds a watch on the Lease (so a

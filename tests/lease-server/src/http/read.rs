@@ -224,7 +224,7 @@ pub(super) fn watch(
             if after < store.compacted() {
                 let e = ApiError::gone(format!(
                     "too old resource version: {after} ({})",
-                    store.compacted() + 1
+                    store.compacted()
                 ));
                 initial.push(watch_line("ERROR", &e.to_json()));
                 drop(store);
@@ -305,6 +305,7 @@ impl WatchTask {
         initial: Vec<Bytes>,
         start_rv: u64,
     ) {
+        let started = tokio::time::Instant::now();
         let deadline = tokio::time::sleep(self.timeout);
         tokio::pin!(deadline);
         for line in initial {
@@ -312,11 +313,21 @@ impl WatchTask {
                 return;
             }
         }
-        let period = self
-            .bookmarks
-            .unwrap_or(Duration::from_secs(3600))
-            .max(Duration::from_millis(1));
-        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        // kube-apiserver's schedule (cacheWatcher.nextBookmarkTime): every
+        // period, and once 2 s before the watch's timeout; none when that
+        // moment has passed (so none at all for a timeout of 2 s or less).
+        let pretimeout = (started + self.timeout).checked_sub(Duration::from_secs(2));
+        let next_bookmark = |now: tokio::time::Instant| {
+            let period = self.bookmarks?;
+            let at = match pretimeout {
+                Some(p) => p.min(now + period),
+                None => now + period,
+            };
+            (at > now).then_some(at)
+        };
+        let mut next = next_bookmark(started);
+        let bookmark = tokio::time::sleep_until(next.unwrap_or(started));
+        tokio::pin!(bookmark);
         let mut last_rv = start_rv;
         loop {
             tokio::select! {
@@ -336,9 +347,13 @@ impl WatchTask {
                     }
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
-                _ = ticker.tick(), if self.bookmarks.is_some() => {
+                _ = &mut bookmark, if next.is_some() => {
                     if !self.send(&tx, bookmark_line(last_rv, false)).await {
                         return;
+                    }
+                    next = next_bookmark(tokio::time::Instant::now());
+                    if let Some(at) = next {
+                        bookmark.as_mut().reset(at);
                     }
                 }
             }

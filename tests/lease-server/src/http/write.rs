@@ -113,10 +113,12 @@ pub(super) fn create(
         .as_deref()
         .is_some_and(|rv| !rv.is_empty())
     {
-        let mut e =
-            ApiError::internal("resourceVersion should not be set on objects to be created");
-        e.client_fault = true;
-        return Err(e);
+        // kube-apiserver's storage returns a plain Go error here, which it
+        // answers as a 500 Status without reason or details.
+        return Err(ApiError::unstructured(
+            500,
+            "resourceVersion should not be set on objects to be created",
+        ));
     }
     let mut store = lock(&shared.store);
     if store.get(ns, &name).is_some() {
@@ -165,7 +167,7 @@ pub(super) fn check_update(name: &str, old: &Lease, new: &Lease) -> Result<(), A
             &[(
                 "metadata.resourceVersion".into(),
                 "FieldValueInvalid",
-                "Invalid value: 0x0: must be specified for an update".into(),
+                "Invalid value: 0: must be specified for an update".into(),
             )],
         ));
     }

@@ -194,12 +194,22 @@ async fn leads_with_super_admin_then_switches_back_without_touching_the_fence() 
 }
 
 #[tokio::test(start_paused = true)]
-async fn forbidden_without_super_admin_stops_naming_both_fixes() {
+async fn forbidden_without_super_admin_never_leads_naming_both_fixes() {
     let clock = TestClock::new(Instant::now());
     let server = MemoryServer::default();
-    let s = start(&clock, &server, false, true);
-    let err = s.task.await.expect("join").expect_err("forbidden");
-    let msg = err.to_string();
+    let mut s = start(&clock, &server, false, true);
+    // Not fatal (retried, see gates.rs), but never leading, and explained.
+    let msg = tokio::time::timeout(
+        Duration::from_secs(60),
+        s.status.wait_for(|st| st.forbidden >= 2),
+    )
+    .await
+    .expect("403s")
+    .expect("elector alive")
+    .forbidden_message
+    .clone()
+    .expect("the 403 explained");
+    assert!(!s.task.is_finished());
     for needle in [
         "kubeadm:cluster-admins",
         "--super-admin-kubeconfig",
@@ -214,12 +224,21 @@ async fn forbidden_without_super_admin_stops_naming_both_fixes() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn super_admin_forbidden_too_stops() {
+async fn super_admin_forbidden_too_never_leads() {
     let clock = TestClock::new(Instant::now());
     let server = MemoryServer::default();
-    let s = start(&clock, &server, true, false);
-    let err = s.task.await.expect("join").expect_err("forbidden");
-    let msg = err.to_string();
+    let mut s = start(&clock, &server, true, false);
+    let msg = tokio::time::timeout(
+        Duration::from_secs(60),
+        s.status.wait_for(|st| st.forbidden >= 2),
+    )
+    .await
+    .expect("403s")
+    .expect("elector alive")
+    .forbidden_message
+    .clone()
+    .expect("the 403 explained");
+    assert!(!s.task.is_finished());
     assert!(msg.contains("--super-admin-kubeconfig"), "{msg}");
     assert!(s.fence.calls().is_empty());
     assert!(server.lease().is_none());
