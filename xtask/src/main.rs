@@ -73,8 +73,9 @@ enum Cmd {
         control_plane: String,
     },
     /// Benchmarks (root): `bench failover [--repeats R] [--out DIR] [--scenario NAME ...]
-    /// [--implementation NAME ...]` runs vip-agent and keepalived side by side in the
-    /// lab (release builds) and writes results/<timestamp>/; see `vip-lab bench failover --help`.
+    /// [--implementation NAME ...] [--control-plane real|embedded]` runs vip-agent, kube-vip
+    /// and keepalived side by side in the lab (release builds; on the real control plane by
+    /// default) and writes results/<timestamp>/; see `vip-lab bench failover --help`.
     /// `bench dataplane [--seconds N] [--out DIR]`: ARP/NS flood, XDP responder vs kernel.
     Bench {
         /// Arguments for `vip-lab bench`.

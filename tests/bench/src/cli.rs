@@ -21,6 +21,16 @@ pub enum BenchCommand {
     /// generator): the XDP responder (native, skb) vs the kernel; per-packet
     /// cost of an answered request; writes dataplane.json and dataplane.md.
     Dataplane(DataplaneArgs),
+    /// One report (results.json, summary.md, plots) from the results.json of
+    /// several `bench failover` runs (e.g. implementations measured apart).
+    Merge {
+        /// Parent folder of the merged results [default: results/ in the workspace].
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// results.json files to merge.
+        #[arg(required = true, num_args = 1..)]
+        inputs: Vec<PathBuf>,
+    },
 }
 
 /// Arguments of `bench dataplane`.
@@ -212,6 +222,11 @@ impl FailoverArgs {
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<bool> {
     let args = match cmd {
         BenchCommand::Failover(args) => args,
+        BenchCommand::Merge { out, inputs } => {
+            let (report, dir) = crate::merge::merge(&inputs, &out.unwrap_or_else(default_out))?;
+            println!("results: {}", dir.display());
+            return Ok(print_targets(&report));
+        }
         BenchCommand::Dataplane(args) => {
             return tokio::task::spawn_blocking(move || run_dataplane(&args))
                 .await
@@ -227,6 +242,11 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<bool> {
         }
     };
     println!("results: {}", dir.display());
+    Ok(print_targets(&report))
+}
+
+/// One PASS/FAIL line per target and a count; whether all passed.
+fn print_targets(report: &crate::BenchReport) -> bool {
     for t in &report.targets {
         println!(
             "{} {}: {}",
@@ -240,5 +260,5 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<bool> {
         "targets: {} passed, {failed} failed",
         report.targets.len() - failed
     );
-    Ok(failed == 0)
+    failed == 0
 }

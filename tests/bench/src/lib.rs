@@ -13,6 +13,7 @@
 
 pub mod cli;
 pub mod dataplane;
+pub mod merge;
 pub mod plot;
 pub mod report;
 
@@ -116,7 +117,7 @@ pub fn utc_stamps(t: SystemTime) -> (String, String) {
 }
 
 /// A new folder `out/<stamp>` (`-2`, `-3`... if taken).
-fn results_dir(out: &Path, stamp: &str) -> anyhow::Result<PathBuf> {
+pub(crate) fn results_dir(out: &Path, stamp: &str) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     for n in 1..100 {
         let dir = if n == 1 {

@@ -89,7 +89,9 @@ impl Lab {
                 })?;
             return Ok(());
         }
-        if self.cp.is_none() {
+        // No Lease to wait for: keepalived, or no API server at all.
+        if self.cp.is_none() || matches!(self.cfg.implementation, Implementation::Keepalived { .. })
+        {
             return Ok(());
         }
         let deadline = Instant::now() + timeout;
