@@ -53,9 +53,14 @@ async fn check_with(
                 "#{repeat}: no agent's \"lease_acquired\" event on the timeline"
             ));
         }
+        // The invariant is vip-agent's; keepalived has no fence (its 100 ms
+        // adverts split the brain now and then: docs/bench), so only its
+        // failover is checked here.
         let split = r.split_brain_windows();
-        if split != 0 {
+        if split != 0 && matches!(lab.config().implementation, Implementation::Agent { .. }) {
             failures.push(format!("#{repeat}: {split} split-brain windows"));
+        } else if split != 0 {
+            eprintln!("#{repeat}: {split} split-brain windows (not vip-agent: not checked)");
         }
         // The MAC that answers ARP for the VIP is the Lease holder's.
         match lab.wait_for_leader(Duration::from_secs(10)).await {
