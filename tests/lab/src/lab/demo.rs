@@ -2,8 +2,14 @@
 //! crash the leader (SIGKILL, address left configured), then stop the new
 //! leader gracefully (SIGTERM), and print each failover's timeline and the
 //! measured outages.
+//!
+//! On a terminal a status line is redrawn in place (`\r`, erase-line); when
+//! stderr is not a terminal (piped to a file, CI) every line is plain text:
+//! the status is printed as a line of its own when what the client sees
+//! changes (phase, who answers ARP, who answers TCP, split brain), at most
+//! every [`PLAIN_EVERY`] otherwise, and no escape code is written.
 
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -22,10 +28,15 @@ struct Phase {
     expected: Duration,
 }
 
+/// Without a terminal, an unchanged status is repeated this often.
+pub const PLAIN_EVERY: Duration = Duration::from_secs(5);
+
 struct Status {
     phase: Mutex<Phase>,
     /// While false, the status line is not drawn (a block is being printed).
     drawing: Mutex<bool>,
+    /// stderr is a terminal: redraw one line in place; else plain lines.
+    tty: bool,
 }
 
 impl Status {
@@ -41,7 +52,11 @@ impl Status {
     fn print(&self, text: &str) {
         let mut drawing = self.drawing.lock().unwrap_or_else(PoisonError::into_inner);
         let mut err = std::io::stderr().lock();
-        let _ = write!(err, "\r\x1b[2K{text}");
+        if self.tty {
+            let _ = write!(err, "\r\x1b[2K{text}");
+        } else {
+            let _ = write!(err, "{text}");
+        }
         if !text.ends_with('\n') {
             let _ = writeln!(err);
         }
@@ -52,13 +67,25 @@ impl Status {
     fn hide(&self) {
         let mut drawing = self.drawing.lock().unwrap_or_else(PoisonError::into_inner);
         *drawing = false;
-        let _ = write!(std::io::stderr(), "\r\x1b[2K");
+        if self.tty {
+            let _ = write!(std::io::stderr(), "\r\x1b[2K");
+        }
     }
 }
 
 fn bar(fraction: f64, width: usize) -> String {
     let filled = ((fraction.clamp(0.0, 1.0)) * width as f64).round() as usize;
     format!("{}{}", "#".repeat(filled), "-".repeat(width - filled))
+}
+
+/// What a plain (non-terminal) status line is printed again for.
+fn plain_key(phase: &Phase, v: &ClientView) -> (String, Option<[u8; 6]>, Option<String>, u64) {
+    (
+        phase.name.clone(),
+        v.arp_mac,
+        v.tcp_node.clone(),
+        v.split_brain,
+    )
 }
 
 fn status_line(t0: Instant, phase: &Phase, v: &ClientView, macs: &[(String, [u8; 6])]) -> String {
@@ -160,6 +187,7 @@ pub async fn run(control_plane: ControlPlaneKind) -> anyhow::Result<()> {
             expected: Duration::from_secs(4),
         }),
         drawing: Mutex::new(true),
+        tty: std::io::stderr().is_terminal(),
     });
     let macs = lab.node_macs();
     for (n, m) in &macs {
@@ -171,6 +199,7 @@ pub async fn run(control_plane: ControlPlaneKind) -> anyhow::Result<()> {
         let macs = macs.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(100));
+            let mut last_plain: Option<(Instant, _)> = None;
             // Bounded by the demo's own life (aborted at the end), and at most 10 min.
             for _ in 0..6000 {
                 tick.tick().await;
@@ -184,11 +213,24 @@ pub async fn run(control_plane: ControlPlaneKind) -> anyhow::Result<()> {
                     .drawing
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner);
-                if *drawing {
-                    let mut err = std::io::stderr().lock();
-                    let _ = write!(err, "\r\x1b[2K{line}");
-                    let _ = err.flush();
+                if !*drawing {
+                    continue;
                 }
+                let mut err = std::io::stderr().lock();
+                if status.tty {
+                    let _ = write!(err, "\r\x1b[2K{line}");
+                } else {
+                    let key = plain_key(&phase, &view.borrow());
+                    let due = last_plain.as_ref().is_none_or(|(at, k): &(Instant, _)| {
+                        *k != key || at.elapsed() >= PLAIN_EVERY
+                    });
+                    if !due {
+                        continue;
+                    }
+                    last_plain = Some((Instant::now(), key));
+                    let _ = writeln!(err, "{line}");
+                }
+                let _ = err.flush();
             }
         })
     };
