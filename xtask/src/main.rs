@@ -26,6 +26,15 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     // the Prometheus rules and their unit tests (vip-agent/tests/manifest.rs).
     ("kubernetes-client", "/usr/bin/kubectl"),
     ("prometheus", "/usr/bin/promtool"),
+    // The image (`cargo xtask image`) and its test, which runs it from the
+    // manifest with `podman kube play` (tests/lab/tests/image.rs): buildah
+    // builds it, musl-gcc links the static binary, podman needs runc here
+    // (shared/platform-notes.md) and catatonit for the pod's infra container.
+    ("buildah", "/usr/bin/buildah"),
+    ("musl-tools", "/usr/bin/musl-gcc"),
+    ("podman", "/usr/bin/podman"),
+    ("runc", "/usr/sbin/runc"),
+    ("catatonit", "/usr/bin/catatonit"),
 ];
 
 #[derive(Parser)]
@@ -312,6 +321,14 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
         "--bins",
     ]))?;
     let agent = target_dir().join("debug/vip-agent");
+    // The image of this very tree, for the test that runs it from the
+    // manifest (tests/lab/tests/image.rs); buildah needs root: without it
+    // that test skips (and says so) like every namespace test.
+    let image = if nix_is_root() {
+        Some(build_image(None).context("building the image (cargo xtask image)")?)
+    } else {
+        None
+    };
     // --- skips (test crates, vip_lab::skip): every skipped test appends a line
     // to this log; as root (after `setup`) nothing may be skipped: a missing
     // prerequisite fails its test instead.
@@ -319,6 +336,9 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&skip_log);
     let mut cargo_test = Command::new(env!("CARGO"));
     cargo_test.env("VIP_LAB_SKIP_LOG", &skip_log);
+    if let Some(image) = &image {
+        cargo_test.env("VIP_IMAGE_UNDER_TEST", image);
+    }
     if nix_is_root() {
         cargo_test.env("VIP_LAB_NO_SKIP", "1");
     }
@@ -448,6 +468,13 @@ const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
 /// `cargo xtask image`: the static (musl) agent in a FROM-scratch image built
 /// by buildah from deploy/Containerfile. Prints the image name on stdout.
 fn image(tag: Option<String>) -> anyhow::Result<()> {
+    let tag = build_image(tag)?;
+    println!("{tag}");
+    Ok(())
+}
+
+/// Builds the image (see [`image`]) and returns its name.
+fn build_image(tag: Option<String>) -> anyhow::Result<String> {
     let version = env!("CARGO_PKG_VERSION");
     let tag = tag.unwrap_or_else(|| format!("localhost/vip-agent:{version}"));
     ensure_debian_packages(
@@ -533,8 +560,7 @@ fn image(tag: Option<String>) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64(),
         size.trim()
     );
-    println!("{tag}");
-    Ok(())
+    Ok(tag)
 }
 
 /// Whether an ELF file has a PT_INTERP program header (a dynamic loader it

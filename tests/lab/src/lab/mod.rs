@@ -65,6 +65,7 @@ use service::VipService;
 
 pub use host::cleanup_stale;
 use host::{TaskGuard, WorkDir};
+pub use start::start_control_plane;
 use timeline::{Timeline, client_events};
 
 /// What holds the VIP.

@@ -314,7 +314,7 @@ const CONTROL_PLANE_READY: Duration = Duration::from_secs(120);
 /// Start etcd + kube-apiserver on every node, then do what kubeadm and the
 /// operator do: kubeadm's `kubeadm:cluster-admins` binding, and the agent's
 /// RBAC from deploy/rbac.yaml (as super-admin, through node 0's API server).
-async fn start_control_plane(lan: &Lan, vip: std::net::IpAddr) -> anyhow::Result<ControlPlane> {
+pub async fn start_control_plane(lan: &Lan, vip: std::net::IpAddr) -> anyhow::Result<ControlPlane> {
     let specs = (0..lan.nodes().len())
         .map(|i| {
             let n = lan.node(i);
