@@ -66,7 +66,8 @@ enum Cmd {
         args: Vec<String>,
     },
     /// Build the container image (static musl binary, FROM scratch, buildah) and
-    /// print its name [default: localhost/vip-agent:<version>]. Not part of `test`.
+    /// print its name [default: localhost/vip-agent:<version>]. `test` builds it too
+    /// (as root) and runs it from the manifest with podman.
     Image {
         /// Image name.
         #[arg(long)]
@@ -530,6 +531,19 @@ fn build_image(tag: Option<String>) -> anyhow::Result<String> {
     if output_ok(Command::new("strip").arg(&staged)).is_none() {
         eprintln!("image: `strip` failed or is missing (binutils): the image keeps the symbols");
     }
+    let image_id = || {
+        output_ok(Command::new("buildah").args([
+            "--storage-driver",
+            "vfs",
+            "images",
+            "--format",
+            "{{.ID}}",
+            &tag,
+        ]))
+        .map(|id| id.trim().to_owned())
+        .filter(|id| !id.is_empty())
+    };
+    let previous = image_id();
     let started = Instant::now();
     run(Command::new("buildah")
         .current_dir(root())
@@ -554,6 +568,11 @@ fn build_image(tag: Option<String>) -> anyhow::Result<String> {
         &tag,
     ]))
     .unwrap_or_default();
+    // The tag moved to the new image: remove the one it leaves untagged
+    // (`cargo xtask test` builds an image on every run).
+    if let Some(old) = previous.filter(|old| image_id().as_ref() != Some(old)) {
+        let _ = output_ok(Command::new("buildah").args(["--storage-driver", "vfs", "rmi", &old]));
+    }
     eprintln!(
         "image: binary {} bytes built in {build_secs:.0} s, image built in {:.1} s, size {}",
         elf.len(),
