@@ -72,6 +72,70 @@ async fn story(kubeconfig: PathBuf, lease_name: &str) -> Result<(Vec<Told>, Stri
     Ok((told, lease.metadata.uid.unwrap_or_default()))
 }
 
+/// The agent's own identity (deploy/rbac.yaml) may create Events in
+/// kube-system, in both API groups, and nowhere else. Answers the HTTP codes
+/// of: events.k8s.io in kube-system, core in kube-system, events.k8s.io in
+/// default.
+async fn agent_event_rights(kubeconfig: PathBuf) -> Result<[u16; 3], ObjectError> {
+    use k8s_openapi::api::core::v1::{Event as CoreEvent, ObjectReference};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+    use kube::api::PostParams;
+    let c = client(&kubeconfig).await?;
+    fn code<T>(r: Result<T, kube::Error>) -> Result<u16, ObjectError> {
+        match r {
+            Ok(_) => Ok(201),
+            Err(kube::Error::Api(s)) => Ok(s.code),
+            Err(e) => Err(e.into()),
+        }
+    }
+    let meta = |ns: &str| ObjectMeta {
+        generate_name: Some("rbac-check-".into()),
+        namespace: Some(ns.into()),
+        ..ObjectMeta::default()
+    };
+    let regarding = |ns: &str| ObjectReference {
+        kind: Some("Lease".into()),
+        name: Some("rbac-check".into()),
+        namespace: Some(ns.into()),
+        ..ObjectReference::default()
+    };
+    let new = |ns: &str| Event {
+        metadata: meta(ns),
+        event_time: Some(MicroTime(k8s_openapi::jiff::Timestamp::now())),
+        action: Some("Check".into()),
+        reason: Some("RbacCheck".into()),
+        type_: Some("Normal".into()),
+        regarding: Some(regarding(ns)),
+        reporting_controller: Some("vip-lab".into()),
+        reporting_instance: Some("vip-lab".into()),
+        ..Event::default()
+    };
+    let pp = PostParams::default();
+    let new_api = code(
+        Api::<Event>::namespaced(c.clone(), NS)
+            .create(&pp, &new(NS))
+            .await,
+    )?;
+    let core = CoreEvent {
+        metadata: meta(NS),
+        involved_object: regarding(NS),
+        reason: Some("RbacCheck".into()),
+        type_: Some("Normal".into()),
+        ..CoreEvent::default()
+    };
+    let core = code(
+        Api::<CoreEvent>::namespaced(c.clone(), NS)
+            .create(&pp, &core)
+            .await,
+    )?;
+    let default = code(
+        Api::<Event>::namespaced(c, "default")
+            .create(&pp, &new("default"))
+            .await,
+    )?;
+    Ok([new_api, core, default])
+}
+
 /// Index of the first Event after `from` matching `reason` and `by`.
 fn find(story: &[Told], from: usize, reason: &str, by: &str) -> Option<usize> {
     (from..story.len()).find(|&i| story[i].reason == reason && story[i].by == by)
@@ -194,5 +258,14 @@ async fn a_graceful_and_a_hard_failover_tell_their_story_in_events() {
         std::fs::write(&path, text).expect("capture");
         eprintln!("saved {}", path.display());
     }
+    // Least privilege: the agent's rights on events are kube-system's only.
+    let agent_kubeconfig = cp.kubeconfig_as(0, Identity::Agent).to_owned();
+    let rights = in_ns(ns, agent_event_rights(agent_kubeconfig)).expect("rbac check");
+    assert_eq!(
+        rights,
+        [201, 201, 403],
+        "events.k8s.io, core in kube-system; default"
+    );
+
     lab.shutdown().await.expect("shutdown");
 }
