@@ -111,7 +111,7 @@ pub enum StepDown {
     Shutdown,
     Unhealthy,
     RenewDeadline,
-    /// Taken by `holder`, or deleted (`None`).
+    /// Taken by `holder`, or deleted / holder cleared by someone else (`None`).
     Lost {
         holder: Option<String>,
     },
@@ -159,7 +159,7 @@ impl StepDown {
                 format!("{me} lost the lease to {h} and stepped down{then}")
             }
             StepDown::Lost { holder: None } => {
-                format!("{me} stepped down: the lease was deleted{then}")
+                format!("{me} stepped down: the lease was deleted or its holder cleared{then}")
             }
             StepDown::Forbidden => {
                 format!("{me} stepped down: 403 Forbidden on the lease (RBAC){then}")
@@ -277,7 +277,7 @@ impl Narrator {
         let why = match before {
             None => "the lease did not exist (created it)".to_owned(),
             Some(cur) => match lease::holder(cur) {
-                Some(h) if h == me => format!("its own previous lease ({h}) had expired"),
+                Some(h) if h == me => "its own earlier lease expired".to_owned(),
                 Some(h) => format!("{h}'s lease expired (not renewed within the lease duration)"),
                 None => match self.last_holder.as_deref() {
                     Some(h) if h != me => format!("previous holder {h} released the lease"),
@@ -516,6 +516,19 @@ mod tests {
         ];
         let want: Vec<_> = want.iter().map(|(r, s)| (*r, (*s).to_owned())).collect();
         assert_eq!(got, want);
+    }
+
+    /// deploy/README.md documents every reason (section 8).
+    #[test]
+    fn every_reason_is_documented() {
+        let readme = include_str!("../../../deploy/README.md");
+        for r in Reason::ALL {
+            assert!(
+                readme.contains(&format!("| `{}` | {} |", r.as_str(), r.event_type())),
+                "deploy/README.md: no row for {}",
+                r.as_str()
+            );
+        }
     }
 
     #[test]

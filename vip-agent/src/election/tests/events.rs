@@ -188,3 +188,50 @@ async fn stuck_or_forbidden_events_do_not_change_the_election() {
     assert!(refused >= 1);
     assert_eq!(b_stats.posted.load(Ordering::Relaxed), 0);
 }
+
+/// Lost to another holder, then (API gone) a missed renew deadline and,
+/// once back, the re-acquisition of its own expired record.
+#[tokio::test(start_paused = true)]
+async fn lost_lease_and_missed_deadline_are_told() {
+    let clock = TestClock::new(Instant::now());
+    let server = MemoryServer::default();
+    let (mut a, _, mut rx) = node_with_events("a", &clock, &server, 16);
+    wait_leading(&mut a).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let cur = server.lease().expect("lease");
+    server.put(lease::acquire(
+        &cur,
+        "x",
+        Duration::from_secs(5),
+        Timestamp::from_second(1).expect("v"),
+    ));
+    wait_for(&mut a, "following x", |s| s.role != Role::Leading).await;
+    // x never renews: a takes over once x's record is a lease duration old.
+    wait_for(&mut a, "leading again", |s| s.acquisitions == 2).await;
+    server.set_mode(0, Mode::Fail);
+    wait_for(&mut a, "stepped down", |s| s.role != Role::Leading).await;
+    server.set_mode(0, Mode::Up);
+    wait_for(&mut a, "leading a third time", |s| s.acquisitions == 3).await;
+    assert_eq!(
+        drain(&mut rx),
+        strs(&[
+            (
+                Reason::LeaderElected,
+                "a became leader: the lease did not exist (created it)"
+            ),
+            (Reason::LeaseLost, "a lost the lease to x and stepped down"),
+            (
+                Reason::LeaderElected,
+                "a became leader: x's lease expired (not renewed within the lease duration)"
+            ),
+            (
+                Reason::StepDownRenewDeadline,
+                "a stepped down: it could not renew the lease before its renew deadline"
+            ),
+            (
+                Reason::LeaderElected,
+                "a became leader: its own earlier lease expired"
+            ),
+        ])
+    );
+}
