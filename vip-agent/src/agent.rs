@@ -15,12 +15,16 @@ use crate::announce::{AnnounceConfig, Announcer};
 use crate::cli::RunArgs;
 use crate::clock::MonoTime;
 use crate::dataplane::{self, Counters, Dataplane, DataplaneConfig, Repair};
+use crate::election::events::{EventSink, KubeEvents, Reporter};
 use crate::election::fallback::{FallbackStore, KubeSuperAdmin};
 use crate::election::health::{KubeProbe, run_checker};
 use crate::election::kube_store::KubeLeaseStore;
 use crate::election::{self, Role, Status};
 use crate::metrics::{self, Metrics};
 use crate::node::Node;
+
+/// Bound on posting the Events still queued when the election ends.
+const EVENTS_DRAIN: Duration = Duration::from_secs(2);
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     info!(
@@ -198,9 +202,21 @@ async fn run_election(
     );
     let (health_tx, health_rx) = watch::channel(true);
     let probe = KubeProbe {
-        client,
+        client: client.clone(),
         path: args.health_path.clone(),
     };
+    let (events, events_rx) = EventSink::channel(election::events::CHANNEL_CAPACITY);
+    let events_task = tokio::spawn(election::events::post_events(
+        KubeEvents::new(client, &cfg.namespace),
+        Reporter {
+            namespace: cfg.namespace.clone(),
+            lease_name: cfg.lease_name.clone(),
+            identity: cfg.identity.clone(),
+        },
+        events_rx,
+        events.stats(),
+        election::events::POST_TIMEOUT,
+    ));
     let health_cfg = args.health_config();
     let health_shutdown = shutdown.clone();
     let health_task =
@@ -210,12 +226,20 @@ async fn run_election(
     // election::run logs "leader election starting" once the settings are checked.
     let r = tokio::select! {
         biased;
-        r = election::run(&store, &cfg, node.as_ref(), health_rx, shutdown, status) => r,
+        r = election::run_with_events(&store, &cfg, node.as_ref(), health_rx, shutdown, status, events) => r,
         () = store.probe_admin(cfg.retry_period, cfg.request_timeout()) => {
             unreachable!("the admin probe runs until dropped")
         }
     };
     health_task.abort();
+    // The last Events (a step-down, the release) go out before exiting;
+    // the election's sender is gone, so the poster ends once it is done.
+    if tokio::time::timeout(EVENTS_DRAIN, events_task)
+        .await
+        .is_err()
+    {
+        warn!("the last Kubernetes Events were not posted in time");
+    }
     Ok(r?)
 }
 

@@ -522,6 +522,18 @@ fn rbac_allows_what_the_agent_does() {
         Some(&["coordination.k8s.io".to_owned()][..])
     );
     assert_eq!(rule.verbs, ["get", "list", "watch", "create", "update"]);
+    // Kubernetes Events about the Lease, in its namespace only.
+    let events = &role.rules.as_ref().unwrap()[1];
+    assert_eq!(
+        events.api_groups.as_deref(),
+        Some(&["".to_owned(), "events.k8s.io".to_owned()][..])
+    );
+    assert_eq!(
+        events.resources.as_deref(),
+        Some(&["events".to_owned()][..])
+    );
+    assert_eq!(events.verbs, ["create", "patch"]);
+    assert_eq!(role.rules.as_ref().unwrap().len(), 2);
     assert_eq!(binding.role_ref.name, role.metadata.name.clone().unwrap());
     assert_eq!(binding.subjects.as_ref().unwrap()[0].name, "vip-agent");
 }

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 use vip_common::events;
 
+use super::events::{EventSink, Narrator, StepDown};
 use super::lease::{self, Observation};
 use super::store::{LeaseEvents, LeaseStore, StoreError};
 use super::{Clock, ElectionConfig, ElectionError, Fence, Role, Status, SystemClock};
@@ -47,6 +48,27 @@ pub async fn run<S: LeaseStore, F: Fence>(
     run_with_clock(store, cfg, fence, &clock, health, shutdown, status).await
 }
 
+/// [`run`], telling the story as Kubernetes Events through `events`
+/// (which never blocks: see [`super::events`]).
+pub async fn run_with_events<S: LeaseStore, F: Fence>(
+    store: &S,
+    cfg: &ElectionConfig,
+    fence: &F,
+    health: watch::Receiver<bool>,
+    shutdown: CancellationToken,
+    status: watch::Sender<Status>,
+    events: EventSink,
+) -> Result<(), ElectionError> {
+    let clock = SystemClock::from_env()?;
+    let links = Links {
+        health,
+        shutdown,
+        status,
+        events,
+    };
+    run_linked(store, cfg, fence, &clock, links).await
+}
+
 /// [`run`] with an explicit clock (tests drive it with tokio's paused time).
 pub async fn run_with_clock<S: LeaseStore, F: Fence, C: Clock>(
     store: &S,
@@ -57,6 +79,36 @@ pub async fn run_with_clock<S: LeaseStore, F: Fence, C: Clock>(
     shutdown: CancellationToken,
     status: watch::Sender<Status>,
 ) -> Result<(), ElectionError> {
+    let links = Links {
+        health,
+        shutdown,
+        status,
+        events: EventSink::default(),
+    };
+    run_linked(store, cfg, fence, clock, links).await
+}
+
+/// What the elector reads and writes besides the Lease and the fence.
+pub(in crate::election) struct Links {
+    pub health: watch::Receiver<bool>,
+    pub shutdown: CancellationToken,
+    pub status: watch::Sender<Status>,
+    pub events: EventSink,
+}
+
+pub(in crate::election) async fn run_linked<S: LeaseStore, F: Fence, C: Clock>(
+    store: &S,
+    cfg: &ElectionConfig,
+    fence: &F,
+    clock: &C,
+    links: Links,
+) -> Result<(), ElectionError> {
+    let Links {
+        health,
+        shutdown,
+        status,
+        events,
+    } = links;
     cfg.validate()?;
     let now = clock.mono();
     let mut e = Elector {
@@ -75,6 +127,7 @@ pub async fn run_with_clock<S: LeaseStore, F: Fence, C: Clock>(
         watch_backoff: WATCH_BACKOFF_MIN,
         watch_retry_at: now,
         watch_opened_at: now,
+        narrator: Narrator::new(events, &cfg.identity),
     };
     info!(
         identity = %cfg.identity,
@@ -130,6 +183,8 @@ struct Elector<'a, S, F, C> {
     watch_backoff: Duration,
     watch_retry_at: MonoTime,
     watch_opened_at: MonoTime,
+    /// Kubernetes Events (never blocks).
+    narrator: Narrator,
 }
 
 /// One API request, counted, bounded by `timeout`. (A free function so that
@@ -251,6 +306,7 @@ impl<S: LeaseStore, F: Fence, C: Clock> Elector<'_, S, F, C> {
         if let Some(rv) = &lease.metadata.resource_version {
             self.watch_rv.clone_from(rv);
         }
+        self.narrator.observed(&lease);
         let changed = match &mut self.known {
             Known::Present { lease: l, obs } => {
                 let changed = obs.update(&lease, now);

@@ -23,6 +23,7 @@
 
 pub mod client;
 pub mod credentials;
+pub mod events;
 pub mod fallback;
 pub mod health;
 pub mod kube_store;
@@ -46,7 +47,7 @@ pub use config::{
     DEFAULT_LEASE_DURATION, DEFAULT_LEASE_NAME, DEFAULT_NAMESPACE, DEFAULT_RENEW_DEADLINE,
     DEFAULT_RETRY_PERIOD, ElectionConfig,
 };
-pub use elector::{RELEASE_TIMEOUT, WATCH_TIMEOUT_SECS, run, run_with_clock};
+pub use elector::{RELEASE_TIMEOUT, WATCH_TIMEOUT_SECS, run, run_with_clock, run_with_events};
 pub use errors::{ConfigError, ElectionError};
 pub use fence::Fence;
 pub use lease::Observation;

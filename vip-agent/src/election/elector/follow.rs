@@ -206,6 +206,11 @@ impl<S: LeaseStore, F: Fence, C: Clock> Elector<'_, S, F, C> {
         };
         match result {
             Ok(l) => {
+                let before = match &self.known {
+                    Known::Present { lease, .. } => Some(&**lease),
+                    _ => None,
+                };
+                self.narrator.elected(before, &l, wall);
                 let deadline = sent.saturating_add(cfg.renew_deadline);
                 info!(
                     identity = %cfg.identity,

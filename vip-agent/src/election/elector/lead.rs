@@ -17,12 +17,19 @@ impl<S: LeaseStore, F: Fence, C: Clock> Elector<'_, S, F, C> {
 
     /// Stop answering; then, only if that worked and `release`, give the Lease
     /// back. Afterwards this node is a follower that knows the resulting record.
-    async fn step_down(&mut self, lease: Lease, release: bool, why: &str) -> anyhow::Result<()> {
+    async fn step_down(
+        &mut self,
+        lease: Lease,
+        release: bool,
+        why: StepDown,
+    ) -> anyhow::Result<()> {
         let now = self.now();
         let followed = self.fence.follow().await;
+        self.narrator
+            .stepped_down(&why, release && followed.is_ok(), &lease, self.clock.wall());
         info!(
             identity = %self.cfg.identity,
-            reason = why,
+            reason = why.log_reason(),
             release,
             follow_took = ?self.now().saturating_duration_since(now),
             event = events::STEPPING_DOWN,
@@ -45,7 +52,7 @@ impl<S: LeaseStore, F: Fence, C: Clock> Elector<'_, S, F, C> {
             return Err(e);
         }
         if release {
-            self.release(lease).await;
+            self.release(lease, &why).await;
         }
         Ok(())
     }
@@ -54,7 +61,7 @@ impl<S: LeaseStore, F: Fence, C: Clock> Elector<'_, S, F, C> {
     /// that was in flight when we decided to stop may have committed after
     /// `lease` was read: on a conflict, re-read and release again while the
     /// record still names us. Bounded by [`RELEASE_TIMEOUT`] in total.
-    async fn release(&mut self, mut lease: Lease) {
+    async fn release(&mut self, mut lease: Lease, why: &StepDown) {
         let until = self.now().saturating_add(RELEASE_TIMEOUT);
         loop {
             let left = until.saturating_duration_since(self.now());
@@ -62,10 +69,12 @@ impl<S: LeaseStore, F: Fence, C: Clock> Elector<'_, S, F, C> {
                 warn!(identity = %self.cfg.identity, "releasing the lease timed out; followers will take over after the lease duration");
                 return;
             }
-            let released = lease::release(&lease, self.clock.wall());
+            let wall = self.clock.wall();
+            let released = lease::release(&lease, wall);
             match call(&self.status, self.store.replace(&released), left).await {
                 Ok(l) => {
                     info!(identity = %self.cfg.identity, event = events::LEASE_RELEASED, "lease released");
+                    self.narrator.released(why, &l, wall);
                     self.observe(l);
                     return;
                 }
@@ -110,7 +119,7 @@ impl<S: LeaseStore, F: Fence, C: Clock> Elector<'_, S, F, C> {
         let cfg = self.cfg;
         if let Err(e) = self.fence.lead(deadline).await {
             error!(identity = %cfg.identity, error = %format!("{e:#}"), "fence.lead() failed after acquiring; stepping down");
-            let _ = self.step_down(lease, true, "fence.lead failed").await;
+            let _ = self.step_down(lease, true, StepDown::FenceFailed).await;
             // Give healthier nodes a chance before trying again.
             self.retry_at = self.now().saturating_add(cfg.lease_duration);
             return Ok(Next::Follow);
@@ -132,7 +141,7 @@ impl<S: LeaseStore, F: Fence, C: Clock> Elector<'_, S, F, C> {
                         self.health_open = false;
                     } else if !self.healthy() {
                         warn!(identity = %cfg.identity, "unhealthy while leading");
-                        let _ = self.step_down(lease, true, "unhealthy").await;
+                        let _ = self.step_down(lease, true, StepDown::Unhealthy).await;
                         return Ok(Next::Follow);
                     }
                 }
@@ -143,7 +152,7 @@ impl<S: LeaseStore, F: Fence, C: Clock> Elector<'_, S, F, C> {
                         event = events::RENEW_DEADLINE_MISSED,
                         "could not renew the lease before the fence deadline"
                     );
-                    let _ = self.step_down(lease, false, "renew deadline passed").await;
+                    let _ = self.step_down(lease, false, StepDown::RenewDeadline).await;
                     return Ok(Next::Follow);
                 }
                 () = tokio::time::sleep_until(renew_at) => {
@@ -162,7 +171,7 @@ impl<S: LeaseStore, F: Fence, C: Clock> Elector<'_, S, F, C> {
                             let new_deadline = s.saturating_add(cfg.renew_deadline);
                             if let Err(e) = self.fence.lead(new_deadline).await {
                                 error!(identity = %cfg.identity, error = %format!("{e:#}"), "fence.lead() failed on renew; stepping down");
-                                let _ = self.step_down(l, true, "fence.lead failed").await;
+                                let _ = self.step_down(l, true, StepDown::FenceFailed).await;
                                 self.retry_at = self.now().saturating_add(cfg.lease_duration);
                                 return Ok(Next::Follow);
                             }
@@ -194,7 +203,10 @@ impl<S: LeaseStore, F: Fence, C: Clock> Elector<'_, S, F, C> {
                                         event = events::LEASE_LOST,
                                         "lost the lease"
                                     );
-                                    let _ = self.step_down(lease, false, "lease taken or deleted").await;
+                                    let lost = StepDown::Lost {
+                                        holder: other.as_ref().and_then(lease::holder).map(str::to_owned),
+                                    };
+                                    let _ = self.step_down(lease, false, lost).await;
                                     match other {
                                         Some(cur) => self.observe(cur),
                                         None => self.observe_absent(),
@@ -202,7 +214,7 @@ impl<S: LeaseStore, F: Fence, C: Clock> Elector<'_, S, F, C> {
                                     return Ok(Next::Follow);
                                 }
                                 Err(StoreError::Forbidden(m)) => {
-                                    let _ = self.step_down(lease, false, "forbidden").await;
+                                    let _ = self.step_down(lease, false, StepDown::Forbidden).await;
                                     self.forbidden("get", m);
                                     return Ok(Next::Follow);
                                 }
@@ -214,7 +226,7 @@ impl<S: LeaseStore, F: Fence, C: Clock> Elector<'_, S, F, C> {
                             }
                         }
                         Err(StoreError::Forbidden(m)) => {
-                            let _ = self.step_down(lease, false, "forbidden").await;
+                            let _ = self.step_down(lease, false, StepDown::Forbidden).await;
                             self.forbidden("update", m);
                             return Ok(Next::Follow);
                         }
@@ -237,7 +249,7 @@ impl<S: LeaseStore, F: Fence, C: Clock> Elector<'_, S, F, C> {
 
     async fn stop_leading(&mut self, lease: Lease) -> Result<Next, ElectionError> {
         info!(identity = %self.cfg.identity, "shutdown while leading");
-        self.step_down(lease, true, "shutdown")
+        self.step_down(lease, true, StepDown::Shutdown)
             .await
             .map_err(ElectionError::Fence)?;
         self.publish_following();

@@ -13,12 +13,14 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::events::EventSink;
 use super::memory::{MemoryClient, MemoryServer, Mode};
 use super::*;
 use crate::clock::MonoTime;
 
 mod acquire;
 mod config;
+mod events;
 mod fallback;
 mod follower;
 mod gates;
@@ -176,6 +178,24 @@ fn spawn_node(
     fence: Arc<RecFence>,
     healthy: bool,
 ) -> Node {
+    spawn_node_with_events(
+        identity,
+        clock,
+        client,
+        fence,
+        healthy,
+        EventSink::default(),
+    )
+}
+
+fn spawn_node_with_events(
+    identity: &str,
+    clock: &TestClock,
+    client: MemoryClient,
+    fence: Arc<RecFence>,
+    healthy: bool,
+    events: EventSink,
+) -> Node {
     let (health, health_rx) = watch::channel(healthy);
     let (status_tx, status) = watch::channel(Status::default());
     let shutdown = CancellationToken::new();
@@ -188,10 +208,13 @@ fn spawn_node(
         );
         let cfg = cfg(identity);
         tokio::spawn(async move {
-            run_with_clock(
-                &client, &cfg, &*fence, &clock, health_rx, shutdown, status_tx,
-            )
-            .await
+            let links = elector::Links {
+                health: health_rx,
+                shutdown,
+                status: status_tx,
+                events,
+            };
+            elector::run_linked(&client, &cfg, &*fence, &clock, links).await
         })
     };
     Node {
