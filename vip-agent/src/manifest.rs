@@ -419,7 +419,7 @@ pub fn lease_rbac(namespace: &str, user: &str) -> Result<(Role, RoleBinding), Ma
             PolicyRule {
                 api_groups: Some(vec![String::new(), "events.k8s.io".into()]),
                 resources: Some(vec!["events".into()]),
-                verbs: ["create", "patch"].map(String::from).to_vec(),
+                verbs: vec!["create".into()],
                 ..Default::default()
             },
         ]),

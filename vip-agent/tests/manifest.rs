@@ -532,7 +532,7 @@ fn rbac_allows_what_the_agent_does() {
         events.resources.as_deref(),
         Some(&["events".to_owned()][..])
     );
-    assert_eq!(events.verbs, ["create", "patch"]);
+    assert_eq!(events.verbs, ["create"]);
     assert_eq!(role.rules.as_ref().unwrap().len(), 2);
     assert_eq!(binding.role_ref.name, role.metadata.name.clone().unwrap());
     assert_eq!(binding.subjects.as_ref().unwrap()[0].name, "vip-agent");
