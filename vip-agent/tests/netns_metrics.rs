@@ -9,7 +9,9 @@
 //! are filled.
 //!
 //! Needs root (namespaces, XDP, bpffs) and promtool (Debian package
-//! prometheus); skips with a reason otherwise.
+//! prometheus); skips with a reason otherwise. `VIP_METRICS_CAPTURE` and
+//! `VIP_METRICS_CAPTURE_ELECTION` name files to save the last scrape of each
+//! test in (the README's captures).
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
@@ -234,6 +236,22 @@ fn live_exposition_passes_promtool_and_reads_xdp_counters_at_scrape_time() {
     let now = series(&text);
     let missing: Vec<_> = before.difference(&now).collect();
     assert!(missing.is_empty(), "series gone: {missing:#?}\n{text}");
+    // Every metric the shipped alerts use is exposed.
+    let alerts = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus/alerts.yaml"),
+    )
+    .expect("deploy/prometheus/alerts.yaml");
+    let used: BTreeSet<&str> = alerts
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("vip_"))
+        .collect();
+    assert!(used.len() >= 4, "alerts.yaml uses {used:?}");
+    for name in used {
+        assert!(
+            now.iter().any(|s| s.split('{').next() == Some(name)),
+            "alerts.yaml uses {name}, not exposed:\n{text}"
+        );
+    }
     // Names: every family of before, with its type; the new ones.
     let have = families(&text);
     for (name, kind) in FAMILIES_BEFORE {
