@@ -34,30 +34,95 @@ pub(crate) struct Timings {
     takeover_from: AtomicU64,
 }
 
-pub(crate) static TIMINGS: LazyLock<Timings> = LazyLock::new(|| Timings {
-    renew: Histogram::new(RENEW_BUCKETS),
-    takeover: Histogram::new(TAKEOVER_BUCKETS),
-    takeover_from: AtomicU64::new(0),
-});
+/// The agent's (one per process).
+pub(crate) static TIMINGS: LazyLock<Timings> = LazyLock::new(Timings::new);
+
+impl Timings {
+    fn new() -> Self {
+        Self {
+            renew: Histogram::new(RENEW_BUCKETS),
+            takeover: Histogram::new(TAKEOVER_BUCKETS),
+            takeover_from: AtomicU64::new(0),
+        }
+    }
+
+    fn renew_answered(&self, latency: Duration) {
+        self.renew.observe(latency.as_secs_f64());
+    }
+
+    fn lease_acquired(&self, at: MonoTime) {
+        self.takeover_from
+            .store(at.as_nanos().max(1), Ordering::Relaxed);
+    }
+
+    fn announced(&self, at: MonoTime) {
+        let from = self.takeover_from.swap(0, Ordering::Relaxed);
+        if from != 0 {
+            let took = at.saturating_duration_since(MonoTime(from));
+            self.takeover.observe(took.as_secs_f64());
+        }
+    }
+}
 
 /// A renew request was answered (or failed) `latency` after it was sent.
 pub fn renew_answered(latency: Duration) {
-    TIMINGS.renew.observe(latency.as_secs_f64());
+    TIMINGS.renew_answered(latency);
 }
 
 /// This node has just acquired the Lease: the takeover clock starts.
 pub fn lease_acquired() {
-    TIMINGS
-        .takeover_from
-        .store(MonoTime::now().as_nanos().max(1), Ordering::Relaxed);
+    TIMINGS.lease_acquired(MonoTime::now());
 }
 
 /// Announcement frames were sent: the first ones after an acquisition stop
 /// the takeover clock.
 pub(crate) fn announced() {
-    let from = TIMINGS.takeover_from.swap(0, Ordering::Relaxed);
-    if from != 0 {
-        let took = MonoTime::now().saturating_duration_since(MonoTime(from));
-        TIMINGS.takeover.observe(took.as_secs_f64());
+    TIMINGS.announced(MonoTime::now());
+}
+
+#[cfg(test)]
+mod tests {
+    use prometheus_client::encoding::prometheus_text;
+    use prometheus_client::registry::Registry;
+
+    use super::*;
+
+    /// The histogram's `_count` and `_sum`.
+    fn observed(h: &Histogram) -> (u64, f64) {
+        let mut r = Registry::default();
+        r.register("h", "h", h.clone());
+        let mut text = String::new();
+        prometheus_text::encode(&mut text, &r).unwrap();
+        let value = |s: &str| -> f64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(s)?.trim().parse().ok())
+                .unwrap()
+        };
+        (value("h_count ") as u64, value("h_sum "))
+    }
+
+    #[test]
+    fn one_takeover_per_acquisition_ended_by_the_first_announcement() {
+        let t = Timings::new();
+        let at = MonoTime(1_000_000_000);
+        t.announced(at);
+        assert_eq!(observed(&t.takeover).0, 0, "no acquisition, no takeover");
+        t.lease_acquired(at);
+        t.announced(at.saturating_add(Duration::from_micros(1500)));
+        t.announced(at.saturating_add(Duration::from_secs(3)));
+        assert_eq!(observed(&t.takeover), (1, 0.0015));
+        t.lease_acquired(at.saturating_add(Duration::from_secs(10)));
+        t.announced(at.saturating_add(Duration::from_millis(10_020)));
+        let (n, sum) = observed(&t.takeover);
+        assert_eq!(n, 2);
+        assert!((sum - 0.0215).abs() < 1e-9, "{sum}");
+    }
+
+    #[test]
+    fn every_renew_is_observed() {
+        let t = Timings::new();
+        t.renew_answered(Duration::from_millis(3));
+        t.renew_answered(Duration::from_millis(700));
+        assert_eq!(observed(&t.renew), (2, 0.703));
     }
 }

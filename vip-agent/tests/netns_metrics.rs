@@ -361,6 +361,22 @@ fn live_exposition_passes_promtool_and_reads_xdp_counters_at_scrape_time() {
         scrape(node.ns()).contains("vip_agent_leader"),
         "still serving"
     );
+    // Bounded in time: a client that never finishes its request head is
+    // dropped after the head timeout (5 s).
+    let dropped_after = node.ns().run(|| {
+        let mut slow = TcpStream::connect(METRICS).unwrap();
+        slow.set_read_timeout(Some(Duration::from_secs(15)))
+            .unwrap();
+        slow.write_all(b"GET /metrics HTTP/1.1\r\n").unwrap();
+        let started = Instant::now();
+        let mut rest = Vec::new();
+        let _ = slow.read_to_end(&mut rest);
+        started.elapsed()
+    });
+    assert!(
+        dropped_after >= Duration::from_secs(4) && dropped_after < Duration::from_secs(12),
+        "an unfinished request head is dropped after ~5 s, not {dropped_after:?}"
+    );
 
     let status = agent.stop(Duration::from_secs(5)).expect("agent exits");
     assert!(status.success(), "exit status {status}: {}", agent.tail(10));

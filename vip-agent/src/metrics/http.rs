@@ -22,10 +22,10 @@ use tracing::{debug, warn};
 
 use super::Metrics;
 
-pub const MAX_CONNECTIONS: usize = 16;
-pub const MAX_HEAD: usize = 8192;
-pub const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
-pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
+const MAX_CONNECTIONS: usize = 16;
+const MAX_HEAD: usize = 8192;
+const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Binds `addr` ("" = disabled).
 pub async fn bind(addr: &str) -> anyhow::Result<Option<TcpListener>> {

@@ -28,7 +28,7 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
-pub use http::{CONNECTION_TIMEOUT, HEAD_TIMEOUT, MAX_CONNECTIONS, MAX_HEAD, bind, serve};
+pub use http::{bind, serve};
 pub use xdp::XdpCounters;
 
 use crate::dataplane::RepairKind;
@@ -321,10 +321,10 @@ mod tests {
         assert!(text.contains("vip_agent_leader"));
     }
 
-    /// The only test that sends announcements (the takeover clock is
-    /// process-wide; the election's tests start it, never stop it).
+    /// The process-wide histograms are exposed (their semantics: `timing`'s
+    /// tests; the election's tests observe into them concurrently).
     #[test]
-    fn takeover_ends_at_the_first_announcement_and_renews_are_observed() {
+    fn announcements_end_the_takeover_and_renews_are_observed() {
         let m = metrics(0);
         let count = |h: &str| -> f64 {
             let text = m.render().unwrap();
@@ -338,7 +338,7 @@ mod tests {
         m.add_announcements(0);
         m.add_announcements(2);
         m.add_announcements(2);
-        assert_eq!(count("vip_agent_takeover_seconds"), takeovers + 1.0);
+        assert!(count("vip_agent_takeover_seconds") >= takeovers + 1.0);
         assert!(
             m.render()
                 .unwrap()
@@ -348,9 +348,14 @@ mod tests {
         renew_answered(Duration::from_millis(3));
         assert!(count("vip_agent_renew_latency_seconds") >= renews + 1.0);
         let text = m.render().unwrap();
-        assert!(text.contains("vip_agent_renew_latency_seconds_bucket{le=\"0.001\"}"));
-        assert!(text.contains("vip_agent_renew_latency_seconds_bucket{le=\"2\"}"));
-        assert!(text.contains("vip_agent_takeover_seconds_bucket{le=\"0.0001\"}"));
-        assert!(text.contains("vip_agent_takeover_seconds_bucket{le=\"+Inf\"}"));
+        for bucket in [
+            "vip_agent_renew_latency_seconds_bucket{le=\"0.001\"}",
+            "vip_agent_renew_latency_seconds_bucket{le=\"2\"}",
+            "vip_agent_takeover_seconds_bucket{le=\"0.0001\"}",
+            "vip_agent_takeover_seconds_bucket{le=\"1\"}",
+            "vip_agent_takeover_seconds_bucket{le=\"+Inf\"}",
+        ] {
+            assert!(text.contains(bucket), "{bucket} missing:\n{text}");
+        }
     }
 }
