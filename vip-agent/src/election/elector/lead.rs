@@ -117,6 +117,7 @@ impl<S: LeaseStore, F: Fence, C: Clock> Elector<'_, S, F, C> {
     ) -> Result<Next, ElectionError> {
         self.watch = None;
         let cfg = self.cfg;
+        crate::timing::lease_acquired();
         if let Err(e) = self.fence.lead(deadline).await {
             error!(identity = %cfg.identity, error = %format!("{e:#}"), "fence.lead() failed after acquiring; stepping down");
             let _ = self.step_down(lease, true, StepDown::FenceFailed).await;
@@ -166,6 +167,7 @@ impl<S: LeaseStore, F: Fence, C: Clock> Elector<'_, S, F, C> {
                         }
                         r = call(&self.status, self.store.replace(&req), timeout) => r,
                     };
+                    crate::timing::renew_answered(self.now().saturating_duration_since(s));
                     match res {
                         Ok(l) => {
                             let new_deadline = s.saturating_add(cfg.renew_deadline);
