@@ -212,6 +212,7 @@ async fn run_election(
         path: args.health_path.clone(),
     };
     let (events, events_rx) = EventSink::channel(election::events::CHANNEL_CAPACITY);
+    metrics.set_event_stats(events.stats());
     let events_task = tokio::spawn(election::events::post_events(
         KubeEvents::new(client, &cfg.namespace),
         Reporter {

@@ -14,11 +14,12 @@
 //! `_total` the encoder appends.
 
 mod election;
+mod events;
 mod families;
 mod http;
 mod xdp;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use prometheus_client::encoding::prometheus_text;
 use prometheus_client::metrics::counter::Counter;
@@ -34,6 +35,7 @@ pub use xdp::XdpCounters;
 use crate::dataplane::RepairKind;
 use crate::election::Status;
 use crate::election::credentials::Kubeconfig;
+use crate::election::events::EventStats;
 use crate::timing;
 
 /// The revision in `vip_agent_build_info`: `VIP_AGENT_REVISION` at build time.
@@ -57,6 +59,8 @@ struct Inner {
     /// Empty (no family at all) without an election.
     credentials: Family<Label, Gauge>,
     ready: watch::Receiver<bool>,
+    /// The election's Event counters, once it runs.
+    events: Arc<OnceLock<Arc<EventStats>>>,
 }
 
 impl Metrics {
@@ -126,6 +130,8 @@ impl Metrics {
         if let Some(xdp) = xdp {
             registry.register_collector(Box::new(xdp));
         }
+        let events = Arc::new(OnceLock::new());
+        registry.register_collector(Box::new(events::EventsCollector(events.clone())));
         Self {
             inner: Arc::new(Inner {
                 registry,
@@ -133,6 +139,7 @@ impl Metrics {
                 repairs,
                 credentials,
                 ready,
+                events,
             }),
         }
     }
@@ -161,6 +168,11 @@ impl Metrics {
                 .get_or_create(&[("kubeconfig", k.label())])
                 .set(i64::from(k == used));
         }
+    }
+
+    /// The counters of the election's Kubernetes Events (set once).
+    pub fn set_event_stats(&self, stats: Arc<EventStats>) {
+        let _ = self.inner.events.set(stats);
     }
 
     /// The text exposition (Prometheus format 0.0.4).
@@ -300,6 +312,34 @@ mod tests {
             v.parse::<f64>()
                 .unwrap_or_else(|_| panic!("bad value in {line:?}"));
         }
+    }
+
+    #[test]
+    fn event_counters_appear_once_the_election_runs() {
+        use std::sync::atomic::Ordering;
+        let m = metrics(0);
+        assert!(!m.render().unwrap().contains("vip_agent_events"));
+        let stats = Arc::new(EventStats::default());
+        m.set_event_stats(stats.clone());
+        stats.posted.fetch_add(3, Ordering::Relaxed);
+        stats.dropped.fetch_add(1, Ordering::Relaxed);
+        let text = m.render().unwrap();
+        assert!(
+            text.contains("# TYPE vip_agent_events_total counter"),
+            "{text}"
+        );
+        assert!(
+            text.contains("vip_agent_events_total{result=\"posted\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("vip_agent_events_total{result=\"dropped\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("vip_agent_events_total{result=\"failed\"} 0"),
+            "{text}"
+        );
     }
 
     #[test]
