@@ -15,3 +15,4 @@ pub mod kube_vip;
 pub mod manifest;
 pub mod metrics;
 pub mod node;
+pub mod status;
