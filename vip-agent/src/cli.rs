@@ -252,6 +252,12 @@ pub enum ManifestKind {
     Pod(Box<ManifestPodArgs>),
     /// Role + RoleBinding for the Lease, for agents with their own credentials.
     Rbac(ManifestRbacArgs),
+    /// A DaemonSet on the control-plane nodes (like `kube-vip manifest
+    /// daemonset`) with its ServiceAccount, Lease RBAC and in-cluster
+    /// kubeconfig: the pod's flags, but the ServiceAccount's token replaces
+    /// --kubeconfig and --super-admin-kubeconfig (for a cluster that exists:
+    /// a DaemonSet cannot bring up the first API server's VIP).
+    Daemonset(Box<ManifestPodArgs>),
 }
 
 /// `vip-agent manifest pod`: every `run` flag plus the pod's own.
