@@ -10,6 +10,7 @@ pub mod kube_vip;
 pub mod lab;
 pub mod netns;
 pub mod packet_socket;
+pub mod prometheus;
 pub mod skip;
 pub mod topology;
 pub mod upgrade;
