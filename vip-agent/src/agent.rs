@@ -14,12 +14,12 @@ use crate::addr::Addresses;
 use crate::announce::{AnnounceConfig, Announcer};
 use crate::cli::RunArgs;
 use crate::clock::MonoTime;
-use crate::dataplane::{self, Counters, Dataplane, DataplaneConfig, Repair};
+use crate::dataplane::{self, Dataplane, DataplaneConfig, Repair};
 use crate::election::fallback::{FallbackStore, KubeSuperAdmin};
 use crate::election::health::{KubeProbe, run_checker};
 use crate::election::kube_store::KubeLeaseStore;
 use crate::election::{self, Role, Status};
-use crate::metrics::{self, Metrics};
+use crate::metrics::{self, Metrics, XdpCounters};
 use crate::node::Node;
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -106,14 +106,21 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let signals = tokio::spawn(wait_for_signal(shutdown.clone()));
     let (status_tx, status_rx) = watch::channel(Status::default());
-    let (counters_tx, counters_rx) = watch::channel(None);
     let (ready_tx, ready_rx) = watch::channel(true);
+    // The XDP counters are read from the pinned map at each scrape.
+    let xdp_counters = metrics_listener.as_ref().and_then(|_| {
+        XdpCounters::open(&dp_cfg.pin_dir)
+            .inspect_err(|e| {
+                warn!(error = %e, "cannot open the XDP counters map: /metrics will lack the vip_xdp_* families")
+            })
+            .ok()
+    });
     let metrics = Metrics::new(
         identity.clone(),
         xdp_mode,
         args.addresses.iter().map(ToString::to_string).collect(),
         status_rx,
-        counters_rx,
+        xdp_counters,
         ready_rx,
     );
     for r in &adopted.repairs {
@@ -132,9 +139,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         info!(addr = %args.metrics_addr, "serving /metrics, /healthz, /readyz");
         tokio::spawn(metrics::serve(l, metrics.clone(), shutdown.clone()))
     });
-    let counters_task = tokio::spawn(supervise(
+    let supervise_task = tokio::spawn(supervise(
         node.clone(),
-        counters_tx,
         metrics.clone(),
         restart_tx,
         shutdown.clone(),
@@ -152,8 +158,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     ready_tx.send_replace(false);
     shutdown.cancel();
     // Whatever happened: fence, remove addresses, detach.
-    counters_task.abort();
-    let _ = counters_task.await;
+    supervise_task.abort();
+    let _ = supervise_task.await;
     // The announcer holds the node too (to follow the interface).
     announce_task.abort();
     let _ = announce_task.await;
@@ -219,13 +225,12 @@ async fn run_election(
     Ok(r?)
 }
 
-/// Once a second: reads the XDP counters for the metrics, and runs the
-/// node's repair round ([`Node::maintain`]): each repair is logged (one warn
+/// Once a second: logs new conflicting claims, and runs the node's repair
+/// round ([`Node::maintain`]): each repair is logged (one warn
 /// line naming what was found and what was done) and counted in
 /// `vip_agent_repairs_total{kind}`; the announcer starts over when asked.
 async fn supervise(
     node: Arc<Node>,
-    tx: watch::Sender<Option<Counters>>,
     metrics: Metrics,
     restart_announcer: watch::Sender<u64>,
     shutdown: CancellationToken,
@@ -257,9 +262,6 @@ async fn supervise(
                 }
                 if m.reannounce {
                     restart_announcer.send_modify(|n| *n += 1);
-                }
-                if let Ok(c) = node.counters().await {
-                    tx.send_replace(Some(c));
                 }
             }
         }
