@@ -196,7 +196,12 @@ async fn prometheus_sees_one_leader_a_failover_and_the_no_leader_alert() {
         ),
     );
 
-    // Every agent stopped: nobody leads, the alert fires.
+    // Every agent stopped: nobody leads, the alert fires (and not before).
+    let before = block_in_place(|| prom.query(NO_LEADER)).expect("query");
+    assert!(
+        before.is_empty(),
+        "VipAgentNoLeader fired with a leader: {before:?}"
+    );
     for i in 0..names.len() {
         lab.signal_member(i, Signal::SIGTERM).expect("SIGTERM");
     }
