@@ -16,3 +16,4 @@ pub mod manifest;
 pub mod metrics;
 pub mod node;
 pub mod status;
+pub mod timing;

@@ -5,8 +5,9 @@
 //!
 //! Layout: this file owns the registry and what the agent counts;
 //! `election` reads the election's [`Status`] watch and `xdp` the XDP
-//! program's per-CPU counters map, both when /metrics is asked; `timing`
-//! holds the renew-latency and takeover histograms; `http` serves it all.
+//! program's per-CPU counters map, both when /metrics is asked;
+//! [`crate::timing`] holds the renew-latency and takeover histograms; `http`
+//! serves it all.
 //!
 //! Every name and label is part of the interface (deploy/prometheus/
 //! alerts.yaml, the dashboards): counters are registered without the
@@ -15,7 +16,6 @@
 mod election;
 mod families;
 mod http;
-mod timing;
 mod xdp;
 
 use std::sync::Arc;
@@ -29,12 +29,12 @@ use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
 pub use http::{CONNECTION_TIMEOUT, HEAD_TIMEOUT, MAX_CONNECTIONS, MAX_HEAD, bind, serve};
-pub use timing::{RENEW_BUCKETS, TAKEOVER_BUCKETS, lease_acquired, renew_answered};
 pub use xdp::XdpCounters;
 
 use crate::dataplane::RepairKind;
 use crate::election::Status;
 use crate::election::credentials::Kubeconfig;
+use crate::timing;
 
 /// The revision in `vip_agent_build_info`: `VIP_AGENT_REVISION` at build time.
 pub const REVISION: &str = match option_env!("VIP_AGENT_REVISION") {
@@ -181,6 +181,7 @@ mod tests {
 
     use super::*;
     use crate::dataplane::Counters;
+    use crate::timing::{lease_acquired, renew_answered};
 
     /// A live scrape of the hand-written exposition this module replaced
     /// (`--no-election`, so without the election's credentials family). The

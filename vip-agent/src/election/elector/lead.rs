@@ -108,7 +108,7 @@ impl<S: LeaseStore, F: Fence, C: Clock> Elector<'_, S, F, C> {
     ) -> Result<Next, ElectionError> {
         self.watch = None;
         let cfg = self.cfg;
-        crate::metrics::lease_acquired();
+        crate::timing::lease_acquired();
         if let Err(e) = self.fence.lead(deadline).await {
             error!(identity = %cfg.identity, error = %format!("{e:#}"), "fence.lead() failed after acquiring; stepping down");
             let _ = self.step_down(lease, true, "fence.lead failed").await;
@@ -158,7 +158,7 @@ impl<S: LeaseStore, F: Fence, C: Clock> Elector<'_, S, F, C> {
                         }
                         r = call(&self.status, self.store.replace(&req), timeout) => r,
                     };
-                    crate::metrics::renew_answered(self.now().saturating_duration_since(s));
+                    crate::timing::renew_answered(self.now().saturating_duration_since(s));
                     match res {
                         Ok(l) => {
                             let new_deadline = s.saturating_add(cfg.renew_deadline);

@@ -1,6 +1,7 @@
 //! The two timing histograms, process-wide so that the election and the
 //! announcer record into them directly (a lock held for one bucket update,
-//! never across an await): the election never waits on metrics.
+//! never across an await): the election never waits on metrics. A module of
+//! its own, below both `election` and `metrics` (which exposes them).
 //!
 //! - `vip_agent_renew_latency_seconds`: every renew, success or failure, from
 //!   the request SENT to its answer (or its timeout), measured in the elector.
@@ -26,14 +27,14 @@ pub const TAKEOVER_BUCKETS: [f64; 13] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 ];
 
-pub(super) struct Timings {
-    pub(super) renew: Histogram,
-    pub(super) takeover: Histogram,
+pub(crate) struct Timings {
+    pub(crate) renew: Histogram,
+    pub(crate) takeover: Histogram,
     /// CLOCK_MONOTONIC ns of the last acquisition not yet announced; 0: none.
     takeover_from: AtomicU64,
 }
 
-pub(super) static TIMINGS: LazyLock<Timings> = LazyLock::new(|| Timings {
+pub(crate) static TIMINGS: LazyLock<Timings> = LazyLock::new(|| Timings {
     renew: Histogram::new(RENEW_BUCKETS),
     takeover: Histogram::new(TAKEOVER_BUCKETS),
     takeover_from: AtomicU64::new(0),
@@ -53,7 +54,7 @@ pub fn lease_acquired() {
 
 /// Announcement frames were sent: the first ones after an acquisition stop
 /// the takeover clock.
-pub(super) fn announced() {
+pub(crate) fn announced() {
     let from = TIMINGS.takeover_from.swap(0, Ordering::Relaxed);
     if from != 0 {
         let took = MonoTime::now().saturating_duration_since(MonoTime(from));
