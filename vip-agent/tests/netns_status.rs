@@ -2,8 +2,8 @@
 //! namespace (default pin directory), ARP requests from a peer namespace, then
 //! `status` in the node's namespace, as text and as JSON: answering, fence
 //! left, XDP mode, counters, the Lease holder unknown (no API). After SIGTERM
-//! (pins removed) `status` fails naming the fix. Read-only: the pinned entry
-//! is the same before and after.
+//! (pins removed) `status` fails naming the fix. Native mode and SIGKILL:
+//! the lapsed fence is reported, and reading changes nothing.
 //!
 //! Needs root (namespaces, XDP, bpffs); skips with a reason otherwise.
 
@@ -12,8 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
+use vip_agent::dataplane::OBJECT;
 use vip_common::frame::craft::arp_request;
-use vip_lab::agent::{Agent, PinDirGuard};
+use vip_lab::agent::{Agent, PinDirGuard, attach_pass_program};
 use vip_lab::netns::NetNs;
 use vip_lab::packet_socket::{EtherType, parse_arp};
 use vip_lab::topology::Pair;
@@ -154,4 +155,88 @@ fn status_reports_answering_fence_mode_counters_then_nothing_pinned() {
     assert!(err.contains(&format!("no vip-agent runs on interface {}", node.ifname())));
     assert!(err.contains("Fix: start the agent"), "{err}");
     assert!(err.contains("--pin-dir"), "{err}");
+}
+
+/// Native XDP, then SIGKILL: the pins stay (the fence outlives the agent);
+/// `status` reports the mode from the kernel, then the lapsed fence once the
+/// deadline passes, and reading changes nothing (the same entry twice).
+#[test]
+fn status_after_a_crash_reports_the_lapsed_fence_read_only() {
+    vip_lab::require_root!();
+    let pair = Pair::new().expect("veth pair");
+    let (node, client) = (pair.a(), pair.b());
+    // Native XDP_TX on a veth needs a program on the peer (platform notes).
+    let _peer_prog = attach_pass_program(client.ns(), client.ifindex(), OBJECT)
+        .expect("native XDP on the peer veth");
+    let pins = PinDirGuard::new("status-crash");
+    let pin_dir = pins.path().display().to_string();
+    let args: Vec<String> = [
+        "run",
+        "--interface",
+        node.ifname(),
+        "--address",
+        "192.0.2.100",
+        "--no-election",
+        "--xdp-mode",
+        "native",
+        "--pin-dir",
+        &pin_dir,
+        "--renew-deadline",
+        "1s",
+        "--retry-period",
+        "200ms",
+        "--metrics-addr",
+        "",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut agent = Agent::spawn("status-crash", node.ns(), Path::new(BIN), &args).expect("spawn");
+    agent
+        .wait_for_log("leading", Duration::from_secs(10))
+        .expect("leading");
+    let with_pins = |extra: &[&str]| {
+        let mut a = vec!["--pin-dir", pin_dir.as_str()];
+        a.extend_from_slice(extra);
+        status(node.ns(), node.ifname(), &a)
+    };
+    let text = stdout_ok(&with_pins(&[]));
+    assert!(
+        text.contains("mode native") && text.contains("ANSWERING"),
+        "{text}"
+    );
+
+    agent.kill();
+    let killed = Instant::now();
+    // The fence lapses by itself within the renew deadline.
+    let lapsed = loop {
+        let out = stdout_ok(&with_pins(&["--output", "json"]));
+        let json: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+        if json["vips"][0]["answering"] == false {
+            break json;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(3),
+            "still answering 3 s after SIGKILL (renew deadline 1 s):\n{json:#}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    eprintln!(
+        "fence lapsed {:?} after SIGKILL:\n{lapsed:#}",
+        killed.elapsed()
+    );
+    assert_eq!(lapsed["vips"][0]["active"], true);
+    assert_eq!(lapsed["vips"][0]["fence_left_ms"], 0);
+    assert_eq!(
+        lapsed["xdp"]["mode"], "native",
+        "the pinned link stays attached"
+    );
+    let text = stdout_ok(&with_pins(&[]));
+    assert!(text.contains("fenced (deadline passed"), "{text}");
+    // Read-only: nobody writes the map any more, so two reads agree.
+    let again: serde_json::Value =
+        serde_json::from_str(&stdout_ok(&with_pins(&["--output", "json"]))).expect("JSON");
+    assert_eq!(again["vips"], lapsed["vips"]);
+    assert_eq!(again["counters"], lapsed["counters"]);
+    assert!(pins.path().join("link").exists() && pins.path().join("VIPS").exists());
 }
