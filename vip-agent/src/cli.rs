@@ -33,6 +33,64 @@ pub enum Command {
         #[command(subcommand)]
         kind: ManifestKind,
     },
+    /// Show what this node's data plane does now, from the pinned maps and
+    /// link (no API needed; read-only): per VIP whether this node answers and
+    /// the time left on its fence, the XDP mode, the counters, and the Lease
+    /// holder when the API answers.
+    Status(Box<StatusArgs>),
+}
+
+/// `vip-agent status`.
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// Interface the agent serves (its --interface).
+    #[arg(long, env = "VIP_INTERFACE")]
+    pub interface: String,
+
+    /// The agent's pin directory [default: /sys/fs/bpf/vip-agent/netns<inode>-<interface>].
+    #[arg(long, env = "VIP_PIN_DIR")]
+    pub pin_dir: Option<PathBuf>,
+
+    /// Output: text for people, json for machines.
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: OutputFormat,
+
+    /// kubeconfig to read the Lease holder with (optional: without a usable
+    /// one the holder reads `unknown`).
+    #[arg(long, env = "VIP_KUBECONFIG", default_value = election::client::DEFAULT_KUBECONFIG)]
+    pub kubeconfig: PathBuf,
+
+    /// API server URL that overrides the kubeconfig's (empty: the kubeconfig's).
+    #[arg(long, env = "VIP_API_SERVER", default_value = election::client::DEFAULT_API_SERVER)]
+    pub api_server: String,
+
+    /// TLS server name checked on the overridden API server URL.
+    #[arg(long, env = "VIP_API_SERVER_TLS_NAME", default_value = election::client::DEFAULT_TLS_SERVER_NAME)]
+    pub api_server_tls_name: String,
+
+    /// How long to wait for the API before the holder reads `unknown`.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub api_timeout: Duration,
+
+    /// Name of the Lease (the agent's --lease-name).
+    #[arg(long, env = "VIP_LEASE_NAME", default_value = election::DEFAULT_LEASE_NAME)]
+    pub lease_name: String,
+
+    /// Namespace of the Lease (the agent's --lease-namespace).
+    #[arg(long, env = "VIP_LEASE_NAMESPACE", default_value = election::DEFAULT_NAMESPACE)]
+    pub lease_namespace: String,
+
+    /// This node's identity, to mark the holder as this node [default: the host name].
+    #[arg(long, env = "VIP_NODE_NAME")]
+    pub node_name: Option<String>,
+}
+
+/// `status --output`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -194,6 +252,12 @@ pub enum ManifestKind {
     Pod(Box<ManifestPodArgs>),
     /// Role + RoleBinding for the Lease, for agents with their own credentials.
     Rbac(ManifestRbacArgs),
+    /// A DaemonSet on the control-plane nodes (like `kube-vip manifest
+    /// daemonset`) with its ServiceAccount, Lease RBAC and in-cluster
+    /// kubeconfig: the pod's flags, but the ServiceAccount's token replaces
+    /// --kubeconfig and --super-admin-kubeconfig (for a cluster that exists:
+    /// a DaemonSet cannot bring up the first API server's VIP).
+    Daemonset(Box<ManifestPodArgs>),
 }
 
 /// `vip-agent manifest pod`: every `run` flag plus the pod's own.

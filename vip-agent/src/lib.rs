@@ -15,4 +15,5 @@ pub mod kube_vip;
 pub mod manifest;
 pub mod metrics;
 pub mod node;
+pub mod status;
 pub mod timing;

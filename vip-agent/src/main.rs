@@ -35,6 +35,7 @@ fn main() -> ExitCode {
                 }
             };
         }
+        cli::Command::Status(args) => return status(args),
         cli::Command::Run(args) if args.check_config => {
             kube_vip.eprint(true);
             return match args.validate().and_then(|()| args.effective_settings()) {
@@ -65,7 +66,9 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         cli::Command::Run(args) => runtime.block_on(agent::run(*args)),
-        cli::Command::Manifest { .. } => unreachable!("printed above"),
+        cli::Command::Manifest { .. } | cli::Command::Status(_) => {
+            unreachable!("printed above")
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -75,6 +78,25 @@ fn main() -> ExitCode {
             if log_format == LogFormat::Text {
                 eprintln!("error: {e:#}");
             }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `vip-agent status`: a current-thread runtime, the report on stdout.
+fn status(args: &cli::StatusArgs) -> ExitCode {
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(vip_agent::status::run(args)));
+    match result {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }

@@ -1,6 +1,7 @@
-//! `vip-agent manifest pod | rbac`: the static-pod manifest for one
-//! control-plane node (like `kube-vip manifest pod`) and the RBAC for agents
-//! that use their own credentials. Both are built as typed k8s-openapi objects
+//! `vip-agent manifest pod | rbac | daemonset`: the static-pod manifest for
+//! one control-plane node (like `kube-vip manifest pod`), the RBAC for agents
+//! that use their own credentials, and a DaemonSet on the control-plane nodes
+//! with its ServiceAccount (like `kube-vip manifest daemonset`). Both are built as typed k8s-openapi objects
 //! and printed as YAML; `deploy/README.md` explains every choice made here.
 //!
 //! The pod takes exactly the flags of `run` (flattened [`RunArgs`], validated
@@ -13,13 +14,15 @@ use std::path::Path;
 use std::time::Duration;
 
 use clap::CommandFactory;
+use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetSpec};
 use k8s_openapi::api::core::v1::{
-    Container, EnvVar, HTTPGetAction, HostPathVolumeSource, Pod, PodSpec, Probe,
-    ResourceRequirements, SecurityContext, Volume, VolumeMount,
+    ConfigMap, ConfigMapVolumeSource, Container, EnvVar, EnvVarSource, HTTPGetAction,
+    HostPathVolumeSource, ObjectFieldSelector, Pod, PodSpec, PodTemplateSpec, Probe,
+    ResourceRequirements, SecurityContext, ServiceAccount, Toleration, Volume, VolumeMount,
 };
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::cli::{Cli, RunArgs};
@@ -97,6 +100,7 @@ pub fn render(kind: &ManifestKind) -> Result<String, ManifestError> {
     match kind {
         ManifestKind::Pod(args) => render_pod(args),
         ManifestKind::Rbac(args) => render_rbac(args),
+        ManifestKind::Daemonset(args) => render_daemonset(args),
     }
 }
 
@@ -396,6 +400,17 @@ pub fn lease_rbac(namespace: &str, user: &str) -> Result<(Role, RoleBinding), Ma
     if user.trim().is_empty() {
         return Err(ManifestError::EmptyUser);
     }
+    let subject = Subject {
+        api_group: Some("rbac.authorization.k8s.io".into()),
+        kind: "User".into(),
+        name: user.into(),
+        namespace: None,
+    };
+    Ok(lease_role_and_binding(namespace, subject))
+}
+
+/// The Lease Role in `namespace` and its RoleBinding to `subject`.
+fn lease_role_and_binding(namespace: &str, subject: Subject) -> (Role, RoleBinding) {
     let meta = || ObjectMeta {
         name: Some(RBAC_NAME.into()),
         namespace: Some(namespace.into()),
@@ -431,14 +446,9 @@ pub fn lease_rbac(namespace: &str, user: &str) -> Result<(Role, RoleBinding), Ma
             kind: "Role".into(),
             name: RBAC_NAME.into(),
         },
-        subjects: Some(vec![Subject {
-            api_group: Some("rbac.authorization.k8s.io".into()),
-            kind: "User".into(),
-            name: user.into(),
-            namespace: None,
-        }]),
+        subjects: Some(vec![subject]),
     };
-    Ok((role, binding))
+    (role, binding)
 }
 
 /// [`lease_rbac`] as a two-document YAML stream.
@@ -450,6 +460,167 @@ pub fn render_rbac(args: &ManifestRbacArgs) -> Result<String, ManifestError> {
         env!("CARGO_PKG_VERSION"),
         serde_saphyr::to_string(&role)?,
         serde_saphyr::to_string(&binding)?
+    ))
+}
+
+/// ServiceAccount of the DaemonSet (in [`POD_NAMESPACE`]).
+pub const SERVICE_ACCOUNT: &str = "vip-agent";
+/// ConfigMap holding the DaemonSet's in-cluster kubeconfig.
+pub const KUBECONFIG_CONFIGMAP: &str = "vip-agent-kubeconfig";
+/// Where the kubelet projects the ServiceAccount's token and the cluster CA.
+pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+/// Label and taint of kubeadm's control-plane nodes.
+pub const CONTROL_PLANE_ROLE: &str = "node-role.kubernetes.io/control-plane";
+
+/// The in-cluster kubeconfig: the projected ServiceAccount token (kube-rs
+/// re-reads `tokenFile` as the kubelet rotates it) and the cluster CA; the
+/// server is overridden by `--api-server` (the local API server) anyway.
+fn in_cluster_kubeconfig() -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: in-cluster\n  cluster:\n    \
+         server: {api}\n    certificate-authority: {SERVICE_ACCOUNT_DIR}/ca.crt\n    \
+         tls-server-name: {tls}\ncontexts:\n- name: {SERVICE_ACCOUNT}\n  context:\n    \
+         cluster: in-cluster\n    user: {SERVICE_ACCOUNT}\ncurrent-context: {SERVICE_ACCOUNT}\n\
+         users:\n- name: {SERVICE_ACCOUNT}\n  user:\n    tokenFile: {SERVICE_ACCOUNT_DIR}/token\n",
+        api = crate::election::client::DEFAULT_API_SERVER,
+        tls = crate::election::client::DEFAULT_TLS_SERVER_NAME,
+    )
+}
+
+/// Everything `manifest daemonset` prints, typed.
+#[derive(Clone, Debug)]
+pub struct DaemonSetManifests {
+    pub service_account: ServiceAccount,
+    pub role: Role,
+    pub binding: RoleBinding,
+    pub kubeconfig: ConfigMap,
+    pub daemonset: DaemonSet,
+}
+
+/// The DaemonSet for the control-plane nodes and what it needs: the pod of
+/// [`pod`] (same flags, checks, args and env) with the ServiceAccount's
+/// in-cluster kubeconfig instead of the host's kubeconfig files.
+pub fn daemonset(args: &ManifestPodArgs) -> Result<DaemonSetManifests, ManifestError> {
+    let mut args = args.clone();
+    // No host kubeconfig and no super-admin fallback: the ServiceAccount.
+    args.run.super_admin_kubeconfig = String::new();
+    let pod = pod(&args)?;
+    let (role, binding) = lease_role_and_binding(
+        &args.run.lease_namespace,
+        Subject {
+            api_group: None,
+            kind: "ServiceAccount".into(),
+            name: SERVICE_ACCOUNT.into(),
+            namespace: Some(POD_NAMESPACE.into()),
+        },
+    );
+    if !valid_namespace(&args.run.lease_namespace) {
+        return Err(ManifestError::Namespace(args.run.lease_namespace.clone()));
+    }
+    let labels = BTreeMap::from([("app.kubernetes.io/name".to_owned(), POD_NAME.to_owned())]);
+    let meta = |name: &str| ObjectMeta {
+        name: Some(name.into()),
+        namespace: Some(POD_NAMESPACE.into()),
+        labels: Some(labels.clone()),
+        ..Default::default()
+    };
+    let mut spec = pod.spec.expect("pod() sets a spec");
+    spec.service_account_name = Some(SERVICE_ACCOUNT.into());
+    spec.automount_service_account_token = Some(true);
+    spec.node_selector = Some(BTreeMap::from([(
+        CONTROL_PLANE_ROLE.to_owned(),
+        String::new(),
+    )]));
+    spec.tolerations = Some(vec![Toleration {
+        key: Some(CONTROL_PLANE_ROLE.into()),
+        operator: Some("Exists".into()),
+        effect: Some("NoSchedule".into()),
+        ..Default::default()
+    }]);
+    // The host kubeconfig's hostPath becomes the ConfigMap, at the same path.
+    for v in spec.volumes.iter_mut().flatten() {
+        if v.name == "kubeconfig" {
+            *v = Volume {
+                name: "kubeconfig".into(),
+                config_map: Some(ConfigMapVolumeSource {
+                    name: KUBECONFIG_CONFIGMAP.into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+        }
+    }
+    let container = &mut spec.containers[0];
+    for m in container.volume_mounts.iter_mut().flatten() {
+        if m.name == "kubeconfig" {
+            m.sub_path = Some("kubeconfig".into());
+        }
+    }
+    if args.run.node_name.is_none() {
+        // The Node's name, not the host name (they may differ).
+        container.env.get_or_insert_default().push(EnvVar {
+            name: "VIP_NODE_NAME".into(),
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: "spec.nodeName".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+    let template_meta = ObjectMeta {
+        labels: pod.metadata.labels,
+        ..Default::default()
+    };
+    Ok(DaemonSetManifests {
+        service_account: ServiceAccount {
+            metadata: meta(SERVICE_ACCOUNT),
+            ..Default::default()
+        },
+        role,
+        binding,
+        kubeconfig: ConfigMap {
+            metadata: meta(KUBECONFIG_CONFIGMAP),
+            data: Some(BTreeMap::from([(
+                "kubeconfig".to_owned(),
+                in_cluster_kubeconfig(),
+            )])),
+            ..Default::default()
+        },
+        daemonset: DaemonSet {
+            metadata: meta(POD_NAME),
+            spec: Some(DaemonSetSpec {
+                selector: LabelSelector {
+                    match_labels: Some(labels.clone()),
+                    ..Default::default()
+                },
+                template: PodTemplateSpec {
+                    metadata: Some(template_meta),
+                    spec: Some(spec),
+                },
+                ..Default::default()
+            }),
+            status: None,
+        },
+    })
+}
+
+/// [`daemonset`] as a YAML stream: ServiceAccount, Role, RoleBinding,
+/// ConfigMap, DaemonSet.
+pub fn render_daemonset(args: &ManifestPodArgs) -> Result<String, ManifestError> {
+    let m = daemonset(args)?;
+    Ok(format!(
+        "# Generated by `vip-agent manifest daemonset` (vip-agent {}); regenerate it rather than edit it.\n\
+         # For a running cluster: the DaemonSet cannot bring up the VIP the first API server is\n\
+         # reached through (use `manifest pod` for that).\n{}---\n{}---\n{}---\n{}---\n{}",
+        env!("CARGO_PKG_VERSION"),
+        serde_saphyr::to_string(&m.service_account)?,
+        serde_saphyr::to_string(&m.role)?,
+        serde_saphyr::to_string(&m.binding)?,
+        serde_saphyr::to_string(&m.kubeconfig)?,
+        serde_saphyr::to_string(&m.daemonset)?,
     ))
 }
 

@@ -11,6 +11,7 @@ pub mod lab;
 pub mod netns;
 pub mod packet_socket;
 pub mod podman;
+pub mod prometheus;
 pub mod skip;
 pub mod topology;
 pub mod upgrade;

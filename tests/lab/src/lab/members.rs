@@ -76,8 +76,10 @@ impl Lab {
             HEALTH_INTERVAL,
             "--health-failures",
             HEALTH_FAILURES,
+            // All addresses: a Prometheus in the client namespace scrapes
+            // every node (tests/lab/tests/prometheus.rs).
             "--metrics-addr",
-            "127.0.0.1:2112",
+            "0.0.0.0:2112",
         ]
         .iter()
         .map(|s| (*s).to_owned())
@@ -405,7 +407,8 @@ impl Lab {
         Ok(())
     }
 
-    pub(super) fn signal_member(&self, i: usize, sig: Signal) -> anyhow::Result<()> {
+    /// Sends `sig` to node `i`'s member process (agent, keepalived or kube-vip).
+    pub fn signal_member(&self, i: usize, sig: Signal) -> anyhow::Result<()> {
         match &*self.nodes[i]
             .member
             .lock()
