@@ -498,9 +498,14 @@ fn build_image(tag: Option<String>) -> anyhow::Result<String> {
     }
     // The build script still builds the eBPF object with the pinned nightly
     // and embeds it: the object does not depend on the host target.
+    // The musl build has a target dir of its own outside the clone
+    // ([`image_target_dir`]): a fresh clone (CI) reuses its compiled
+    // dependencies instead of spending minutes on them again.
+    let image_target = image_target_dir();
     let started = Instant::now();
     run(Command::new(env!("CARGO"))
         .current_dir(root())
+        .env("CARGO_TARGET_DIR", &image_target)
         .args([
             "build",
             "--release",
@@ -514,7 +519,10 @@ fn build_image(tag: Option<String>) -> anyhow::Result<String> {
         .env(format!("CC_{}", MUSL_TARGET.replace('-', "_")), "musl-gcc"))?;
     let build_secs = started.elapsed().as_secs_f64();
     let target = target_dir();
-    let binary = target.join(MUSL_TARGET).join("release").join("vip-agent");
+    let binary = image_target
+        .join(MUSL_TARGET)
+        .join("release")
+        .join("vip-agent");
     let elf = std::fs::read(&binary).with_context(|| format!("reading {}", binary.display()))?;
     if elf_has_interpreter(&elf) {
         bail!(
@@ -580,6 +588,20 @@ fn build_image(tag: Option<String>) -> anyhow::Result<String> {
         size.trim()
     );
     Ok(tag)
+}
+
+/// Cargo's target dir for the image's musl build: `$VIP_IMAGE_TARGET_DIR`,
+/// else `~/.cache/vip-agent/image-target` (shared by every clone of the
+/// workspace on the machine; cargo tells the clones' own crates apart by
+/// their paths and rebuilds only those), else `target/image-target`.
+fn image_target_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("VIP_IMAGE_TARGET_DIR") {
+        return PathBuf::from(dir);
+    }
+    match std::env::var_os("HOME") {
+        Some(home) if !home.is_empty() => PathBuf::from(home).join(".cache/vip-agent/image-target"),
+        _ => target_dir().join("image-target"),
+    }
 }
 
 /// Whether an ELF file has a PT_INTERP program header (a dynamic loader it
