@@ -416,9 +416,14 @@ impl PeerPromises {
             a.fence = a.fence.min(clock);
             return;
         }
+        let unacked = if self.variant == Variant::UnackedMemberIgnored {
+            u16::MAX
+        } else {
+            0
+        };
         let mut deadline = lead.api_deadline;
         for m in (0..N).filter(|&m| lead.fence_members & bit(m) != 0) {
-            let promised = lead.acks[m].map_or(0, |t| (t + p).saturating_sub(eps));
+            let promised = lead.acks[m].map_or(unacked, |t| (t + p).saturating_sub(eps));
             deadline = deadline.min(promised);
         }
         a.fence = deadline;

@@ -48,6 +48,9 @@ pub enum Variant {
     NoEpsilon,
     /// (d) A restarted agent forgets its promises and does not wait P.
     RestartNoWait,
+    /// (e) A member that has not acked yet does not hold the leader's fence
+    /// shut (the new leader opens on `S + rd` before its members acked it).
+    UnackedMemberIgnored,
 }
 
 /// Time constants (clock units; 10 units is one real tick at the nominal
