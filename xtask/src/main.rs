@@ -35,6 +35,9 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("podman", "/usr/bin/podman"),
     ("runc", "/usr/sbin/runc"),
     ("catatonit", "/usr/bin/catatonit"),
+    // The lab's faults on the agents' peer channel (random loss, one-way
+    // cuts: tests/lab/src/lab/peer_faults.rs), matched on the UDP port only.
+    ("iptables", "/usr/sbin/xtables-nft-multi"),
 ];
 
 #[derive(Parser)]
