@@ -1,5 +1,5 @@
 //! `vip-lab bench failover [--repeats R] [--out DIR] [--scenario NAME ...]
-//! [--implementation agent-default|agent-aggressive|keepalived-default|keepalived-fast|kube-vip-default|kube-vip-fast ...]`
+//! [--implementation agent-default|agent-aggressive|agent-fast-path|keepalived-default|keepalived-fast|kube-vip-default|kube-vip-fast ...]`
 //! and `vip-lab bench dataplane [--seconds N] [--out DIR] ...`.
 
 use std::path::PathBuf;
@@ -165,7 +165,7 @@ pub struct FailoverArgs {
     /// control plane.
     #[arg(long = "scenario", value_name = "NAME", value_parser = parse_scenario)]
     pub scenarios: Vec<Scenario>,
-    /// Implementation (repeatable; default: all six presets).
+    /// Implementation (repeatable; default: all seven presets).
     #[arg(long = "implementation", value_name = "NAME", value_parser = parse_preset)]
     pub implementations: Vec<String>,
     /// Client probe interval (ARP and TCP), in milliseconds.

@@ -93,15 +93,17 @@ impl ImplementationInfo {
                 renew,
                 retry,
                 xdp_mode,
+                fast_path,
             } => Self {
                 label: implementation.label(),
                 preset,
                 kind: "vip-agent".into(),
                 timers: format!(
-                    "lease {} / renew {} / retry {}, XDP {xdp_mode}",
+                    "lease {} / renew {} / retry {}, XDP {xdp_mode}{}",
                     human(*lease),
                     human(*renew),
-                    human(*retry)
+                    human(*retry),
+                    if *fast_path { ", fast path" } else { "" }
                 ),
                 failover_bound: Some(*lease + *retry + target::FAILOVER_SLACK),
             },

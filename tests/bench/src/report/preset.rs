@@ -7,15 +7,18 @@ use vip_lab::lab::Implementation;
 
 pub const AGENT_DEFAULT: &str = "agent-default";
 pub const AGENT_AGGRESSIVE: &str = "agent-aggressive";
+/// vip-agent with `--fast-path` (peer promises), 3 s / 2 s / 1 s.
+pub const AGENT_FAST_PATH: &str = "agent-fast-path";
 pub const KEEPALIVED_DEFAULT: &str = "keepalived-default";
 pub const KEEPALIVED_FAST: &str = "keepalived-fast";
 /// kube-vip v1.0.0 at its defaults, 15 s / 10 s / 2 s.
 pub const KUBE_VIP_DEFAULT: &str = "kube-vip-default";
 /// kube-vip v1.0.0 at its recommended fast settings, 5 s / 3 s / 1 s.
 pub const KUBE_VIP_FAST: &str = "kube-vip-fast";
-pub const ALL: [&str; 6] = [
+pub const ALL: [&str; 7] = [
     AGENT_DEFAULT,
     AGENT_AGGRESSIVE,
+    AGENT_FAST_PATH,
     KEEPALIVED_DEFAULT,
     KEEPALIVED_FAST,
     KUBE_VIP_DEFAULT,
@@ -32,6 +35,7 @@ pub fn preset_of(implementation: &Implementation) -> Option<&'static str> {
     [
         (AGENT_DEFAULT, Implementation::agent_defaults()),
         (AGENT_AGGRESSIVE, Implementation::agent_aggressive()),
+        (AGENT_FAST_PATH, Implementation::agent_fast_path()),
         (KEEPALIVED_DEFAULT, keepalived_default()),
         (KEEPALIVED_FAST, keepalived_fast()),
         (KUBE_VIP_DEFAULT, Implementation::kube_vip_defaults()),
@@ -61,6 +65,7 @@ pub fn implementation_of_preset(name: &str) -> Option<Implementation> {
     match name {
         AGENT_DEFAULT => Some(Implementation::agent_defaults()),
         AGENT_AGGRESSIVE => Some(Implementation::agent_aggressive()),
+        AGENT_FAST_PATH => Some(Implementation::agent_fast_path()),
         KEEPALIVED_DEFAULT => Some(keepalived_default()),
         KEEPALIVED_FAST => Some(keepalived_fast()),
         KUBE_VIP_DEFAULT => Some(Implementation::kube_vip_defaults()),

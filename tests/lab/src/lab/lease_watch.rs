@@ -88,7 +88,7 @@ impl Drop for LeaseWatch {
     }
 }
 
-async fn leases(url: &str, kubeconfig: &Path) -> anyhow::Result<Api<Lease>> {
+pub(super) async fn leases(url: &str, kubeconfig: &Path) -> anyhow::Result<Api<Lease>> {
     use kube::config::{KubeConfigOptions, Kubeconfig};
     let kc = Kubeconfig::read_from(kubeconfig)?;
     let mut cfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::PoisonError;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail};
+use anyhow::{Context as _, anyhow, bail};
 use nix::sys::signal::Signal;
 
 use super::events;
@@ -36,6 +36,7 @@ impl Lab {
             renew,
             retry,
             xdp_mode,
+            fast_path,
         } = &self.cfg.implementation
         else {
             return Vec::new();
@@ -83,7 +84,57 @@ impl Lab {
         ]
         .iter()
         .map(|s| (*s).to_owned())
+        .chain(if *fast_path {
+            self.fast_path_args(i)
+        } else {
+            Vec::new()
+        })
         .collect()
+    }
+
+    /// `--fast-path --peer-address <node address>`; with the embedded Lease
+    /// server (no Secrets) also `--peer-key-file` (the lab's key, see
+    /// [`Self::write_peer_key`]). On the real control plane the agents share
+    /// the Secret `vip-agent-peer-key`, which the first of them creates.
+    fn fast_path_args(&self, i: usize) -> Vec<String> {
+        let mut args = vec!["--fast-path".to_owned()];
+        if let Some(ip) = self.lan.node(i).v4() {
+            args.extend(["--peer-address".to_owned(), ip.to_string()]);
+        }
+        if self.cp.is_none() {
+            args.extend([
+                "--peer-key-file".to_owned(),
+                self.peer_key_path().display().to_string(),
+            ]);
+        }
+        args
+    }
+
+    /// The HMAC key file of the embedded-server lab's fast path.
+    pub(super) fn peer_key_path(&self) -> std::path::PathBuf {
+        self.workdir.0.join("peer.key")
+    }
+
+    /// Write [`Self::peer_key_path`] (32 random bytes, mode 0600) unless it
+    /// exists: every agent of the lab reads the same key.
+    fn write_peer_key(&self) -> anyhow::Result<()> {
+        use std::io::{Read as _, Write as _};
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let path = self.peer_key_path();
+        if path.exists() {
+            return Ok(());
+        }
+        let mut key = [0u8; 32];
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut key))
+            .context("reading /dev/urandom")?;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .and_then(|mut f| f.write_all(&key))
+            .with_context(|| format!("writing {}", path.display()))
     }
 
     pub(super) fn spawn_member(&mut self, i: usize) -> anyhow::Result<()> {
@@ -192,6 +243,9 @@ impl Lab {
 
     /// Spawn node `i`'s agent from `bin` with the lab's arguments.
     pub(super) fn spawn_agent(&mut self, i: usize, bin: &Path) -> anyhow::Result<()> {
+        if self.cfg.implementation.fast_path() && self.cp.is_none() {
+            self.write_peer_key()?;
+        }
         let mut args = self.agent_args(i);
         if crate::agent::logs_json(bin)? {
             args.extend(["--log-format".to_owned(), "json".to_owned()]);

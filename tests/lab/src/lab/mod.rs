@@ -35,6 +35,8 @@ mod events;
 mod host;
 mod lease_watch;
 mod members;
+pub mod peer_faults;
+pub mod peers;
 pub mod probe;
 pub mod record;
 mod scenario;
@@ -71,12 +73,14 @@ use timeline::{Timeline, client_events};
 /// What holds the VIP.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Implementation {
-    /// vip-agent with these timings; `xdp_mode` is "native" or "skb".
+    /// vip-agent with these timings; `xdp_mode` is "native" or "skb";
+    /// `fast_path`: `--fast-path` (peer promises, docs/peer-promises.md).
     Agent {
         lease: Duration,
         renew: Duration,
         retry: Duration,
         xdp_mode: String,
+        fast_path: bool,
     },
     /// keepalived (VRRPv3) with this advertisement interval.
     Keepalived { advert: Duration },
@@ -97,6 +101,7 @@ impl Implementation {
             renew: Duration::from_secs(2),
             retry: Duration::from_millis(500),
             xdp_mode: "skb".into(),
+            fast_path: false,
         }
     }
 
@@ -107,7 +112,31 @@ impl Implementation {
             renew: Duration::from_millis(700),
             retry: Duration::from_millis(200),
             xdp_mode: "skb".into(),
+            fast_path: false,
         }
+    }
+
+    /// The fast path (peer promises): lease 3 s, renew 2 s, retry 1 s (its
+    /// default: one Lease write per second), skb mode, `--fast-path`.
+    pub fn agent_fast_path() -> Self {
+        Self::Agent {
+            lease: Duration::from_secs(3),
+            renew: Duration::from_secs(2),
+            retry: Duration::from_secs(1),
+            xdp_mode: "skb".into(),
+            fast_path: true,
+        }
+    }
+
+    /// Whether this is vip-agent with `--fast-path`.
+    pub fn fast_path(&self) -> bool {
+        matches!(
+            self,
+            Self::Agent {
+                fast_path: true,
+                ..
+            }
+        )
     }
 
     /// kube-vip's defaults: 15 s / 10 s / 2 s.
@@ -145,18 +174,19 @@ impl Implementation {
                 renew,
                 retry,
                 xdp_mode,
+                fast_path,
             } => {
                 let mode = if xdp_mode == "skb" {
                     String::new()
                 } else {
                     format!(" ({xdp_mode})")
                 };
-                format!(
-                    "vip-agent {}/{}/{}{mode}",
-                    human(*lease),
-                    human(*renew),
-                    human(*retry)
-                )
+                let timers = format!("{}/{}/{}", human(*lease), human(*renew), human(*retry));
+                if *fast_path {
+                    format!("vip-agent fast path ({timers}){mode}")
+                } else {
+                    format!("vip-agent {timers}{mode}")
+                }
             }
             Self::Keepalived { advert } => format!("keepalived advert {}", human(*advert)),
             Self::KubeVip {
@@ -412,6 +442,12 @@ mod tests {
             Implementation::agent_aggressive().label(),
             "vip-agent 1s/700ms/200ms"
         );
+        assert_eq!(
+            Implementation::agent_fast_path().label(),
+            "vip-agent fast path (3s/2s/1s)"
+        );
+        assert!(Implementation::agent_fast_path().fast_path());
+        assert!(!Implementation::agent_defaults().fast_path());
         assert_eq!(
             Implementation::Keepalived {
                 advert: Duration::from_secs(1)
