@@ -1,6 +1,7 @@
 //! `vip-lab bench failover [--repeats R] [--out DIR] [--scenario NAME ...]
-//! [--implementation agent-default|agent-aggressive|agent-fast-path|keepalived-default|keepalived-fast|kube-vip-default|kube-vip-fast ...]`
-//! and `vip-lab bench dataplane [--seconds N] [--out DIR] ...`.
+//! [--implementation agent-default|agent-aggressive|agent-fast-path|keepalived-default|keepalived-fast|kube-vip-default|kube-vip-fast ...]`,
+//! `vip-lab bench dataplane [--seconds N] [--out DIR] ...` and
+//! `vip-lab bench stability [--seconds N] [--loss PERCENT] ...`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -21,6 +22,11 @@ pub enum BenchCommand {
     /// generator): the XDP responder (native, skb) vs the kernel; per-packet
     /// cost of an answered request; writes dataplane.json and dataplane.md.
     Dataplane(DataplaneArgs),
+    /// Soak of the fast path: the lab for --seconds (default 10 min) with
+    /// random loss on the peer channel (default 1 %) and no other fault;
+    /// prints leadership changes, split-brain windows, fast takeovers and
+    /// Lease writes/s per interval; writes stability.json.
+    Stability(crate::stability::StabilityArgs),
     /// One report (results.json, summary.md, plots) from the results.json of
     /// several `bench failover` runs (e.g. implementations measured apart).
     Merge {
@@ -226,6 +232,15 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<bool> {
             let (report, dir) = crate::merge::merge(&inputs, &out.unwrap_or_else(default_out))?;
             println!("results: {}", dir.display());
             return Ok(print_targets(&report));
+        }
+        BenchCommand::Stability(args) => {
+            return tokio::select! {
+                r = crate::stability::run(args) => r,
+                r = tokio::signal::ctrl_c() => {
+                    r.context("waiting for Ctrl-C")?;
+                    anyhow::bail!("interrupted: the lab was torn down; stability.json holds the intervals measured");
+                }
+            };
         }
         BenchCommand::Dataplane(args) => {
             return tokio::task::spawn_blocking(move || run_dataplane(&args))

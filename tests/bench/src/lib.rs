@@ -16,6 +16,7 @@ pub mod dataplane;
 pub mod merge;
 pub mod plot;
 pub mod report;
+pub mod stability;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

@@ -47,6 +47,7 @@ pub mod storm;
 mod timeline;
 pub mod upgrade;
 mod waits;
+pub mod window;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;

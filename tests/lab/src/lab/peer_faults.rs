@@ -247,3 +247,67 @@ impl Lab {
         result
     }
 }
+
+/// Whether `frame` is IPv4/UDP from `src` to the peer port.
+fn is_peer_datagram(frame: &[u8], src: Ipv4Addr) -> bool {
+    let Some(ip) = frame.get(14..) else {
+        return false;
+    };
+    if frame.get(12..14) != Some(&[0x08, 0x00]) || ip.len() < 20 || ip[9] != 17 {
+        return false;
+    }
+    let ihl = usize::from(ip[0] & 0x0f) * 4;
+    ip[12..16] == src.octets()
+        && ip
+            .get(ihl + 2..ihl + 4)
+            .is_some_and(|p| p == PEER_PORT.to_be_bytes())
+}
+
+/// A copy of the peer datagram `frame` with its last payload byte flipped
+/// (a MAC, or a field under it, changed) and its UDP checksum zeroed (no
+/// checksum: valid for IPv4), so that only the peer's authentication can
+/// refuse it.
+pub fn forge(frame: &[u8]) -> Vec<u8> {
+    let mut f = frame.to_vec();
+    let ihl = usize::from(f[14] & 0x0f) * 4;
+    let udp = 14 + ihl;
+    let total = usize::from(u16::from_be_bytes([f[16], f[17]]));
+    let end = (14 + total).min(f.len());
+    f[end - 1] ^= 0x01;
+    f[udp + 6] = 0;
+    f[udp + 7] = 0;
+    f
+}
+
+impl Lab {
+    /// Capture (AF_PACKET, in node `to`'s namespace) the next peer datagram
+    /// node `to` receives from node `from`: the whole Ethernet frame.
+    pub fn capture_peer_frame(
+        &self,
+        from: usize,
+        to: usize,
+        timeout: Duration,
+    ) -> anyhow::Result<Vec<u8>> {
+        let src = self.node_ip(from)?;
+        let sock = self
+            .lan
+            .node(to)
+            .packet_socket(crate::packet_socket::EtherType::Ipv4)?;
+        sock.recv_matching(std::time::Instant::now() + timeout, |f| {
+            is_peer_datagram(f, src)
+        })?
+        .ok_or_else(|| {
+            anyhow::anyhow!("node{to} received no peer datagram from node{from} within {timeout:?}")
+        })
+    }
+
+    /// Send `frame` as is out of node `i`'s LAN interface.
+    pub fn send_frame(&self, i: usize, frame: &[u8]) -> anyhow::Result<()> {
+        let sock = self
+            .lan
+            .node(i)
+            .packet_socket(crate::packet_socket::EtherType::Ipv4)?;
+        sock.send(frame)?;
+        Ok(())
+    }
+}
