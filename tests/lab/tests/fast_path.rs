@@ -17,7 +17,7 @@
 use std::time::Duration;
 
 use vip_lab::lab::demo::timeline_text;
-use vip_lab::lab::peer_faults::{PeerRules, forge};
+use vip_lab::lab::peer_faults::{PeerRules, forge, replay};
 use vip_lab::lab::window::{PEER_REJECTED, Window};
 use vip_lab::lab::{Implementation, Lab, LabConfig, Scenario};
 
@@ -28,6 +28,10 @@ const FAST_BOUND: Duration = Duration::from_secs(1);
 const ETCD_ELECTION: Duration = Duration::from_millis(1200);
 /// Bound on the wait until every agent is listed in the Lease's annotation.
 const MEMBERS_READY: Duration = Duration::from_secs(30);
+/// Longest gap between answered ARP probes (5 ms apart) a fault that must
+/// change nothing may cause: scheduling on a busy 2-core host alone gives
+/// ~80 ms (a leader change is caught by the holder check, not by this).
+const MAX_GAP_MS: f64 = 500.0;
 /// Steady-state Lease writes per second, whole cluster (1/s expected).
 const WRITES_PER_SECOND: f64 = 1.2;
 
@@ -128,7 +132,7 @@ fn assert_nothing_changed(what: &str, w: &Window, leader: &str) {
     assert_eq!(w.holders, vec![leader.to_owned()], "{what}: holder changed");
     assert_eq!(w.lease_transitions, 0, "{what}: leaseTransitions grew");
     assert!(
-        w.longest_arp_gap_ms < 200.0,
+        w.longest_arp_gap_ms < MAX_GAP_MS,
         "{what}: the VIP went unanswered for {:.0} ms",
         w.longest_arp_gap_ms
     );
@@ -330,7 +334,7 @@ async fn forged_and_replayed_peer_packets_are_rejected() {
     eprintln!("captured a {}-byte peer frame from the leader", frame.len());
     // Replayed, exactly, from the leader's own port on the LAN; then forged.
     for _ in 0..5 {
-        lab.send_frame(l, &frame).expect("replay");
+        lab.send_frame(l, &replay(&frame)).expect("replay");
         lab.send_frame(l, &forge(&frame)).expect("forge");
     }
     let deadline = std::time::Instant::now() + Duration::from_secs(3);

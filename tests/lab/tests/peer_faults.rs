@@ -6,7 +6,9 @@
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::Duration;
 
-use vip_lab::lab::peer_faults::{PEER_PORT, PeerRules};
+use vip_lab::lab::peer_faults::{
+    PEER_PORT, PeerRules, capture_peer_frame, forge, replay, send_frame,
+};
 use vip_lab::netns::NetNs;
 use vip_lab::topology::{Endpoint, Pair};
 
@@ -150,4 +152,39 @@ fn rules_outlived_by_their_namespace_remove_cleanly() {
     rules
         .remove()
         .expect("remove after the namespaces are gone");
+}
+
+#[test]
+fn a_captured_peer_frame_replays_and_forges() {
+    vip_lab::require_root!();
+    let pair = Pair::new().expect("pair");
+    let (a, b) = (pair.a(), pair.b());
+    let (pa, pb) = (bind(a, PEER_PORT), bind(b, PEER_PORT));
+    let dest = pb.local_addr().expect("address");
+    let payload = b"heartbeat 1 with a tag at the end";
+    let frame = std::thread::scope(|s| {
+        let capture = s.spawn(|| capture_peer_frame(b, ip(a), Duration::from_secs(2)));
+        // Until the capture socket is open, datagrams go by uncaptured.
+        let mut buf = [0u8; 64];
+        while !capture.is_finished() {
+            pa.send_to(payload, dest).expect("send");
+            let _ = pb.recv_from(&mut buf);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        capture.join().expect("capture thread")
+    })
+    .expect("captured");
+    while pb.recv_from(&mut [0u8; 64]).is_ok() {}
+    let mut buf = [0u8; 64];
+    send_frame(a, &replay(&frame)).expect("replay");
+    let (n, from) = pb.recv_from(&mut buf).expect("the replay arrives");
+    assert_eq!(
+        (&buf[..n], from),
+        (&payload[..], pa.local_addr().expect("a"))
+    );
+    send_frame(a, &forge(&frame)).expect("forge");
+    let (n, _) = pb.recv_from(&mut buf).expect("the forgery arrives");
+    let mut flipped = payload.to_vec();
+    *flipped.last_mut().expect("non-empty") ^= 1;
+    assert_eq!(&buf[..n], &flipped[..], "only the last byte differs");
 }

@@ -18,6 +18,8 @@ use nix::sys::signal::Signal;
 use super::Lab;
 use crate::controlplane::Component;
 use crate::netns::{self, NetNs};
+use crate::packet_socket::EtherType;
+use crate::topology::Endpoint;
 
 /// The agents' peer port (`--peer-port` default; the lab does not change it).
 pub const PEER_PORT: u16 = 7473;
@@ -263,51 +265,66 @@ fn is_peer_datagram(frame: &[u8], src: Ipv4Addr) -> bool {
             .is_some_and(|p| p == PEER_PORT.to_be_bytes())
 }
 
-/// A copy of the peer datagram `frame` with its last payload byte flipped
-/// (a MAC, or a field under it, changed) and its UDP checksum zeroed (no
-/// checksum: valid for IPv4), so that only the peer's authentication can
-/// refuse it.
-pub fn forge(frame: &[u8]) -> Vec<u8> {
+/// A copy of the peer datagram `frame` to send again: its UDP checksum
+/// zeroed ("none", valid for IPv4). A frame captured on a veth may carry a
+/// partial checksum (offload) that the receiver would refuse; the payload,
+/// what the agent sees, is unchanged.
+pub fn replay(frame: &[u8]) -> Vec<u8> {
     let mut f = frame.to_vec();
-    let ihl = usize::from(f[14] & 0x0f) * 4;
-    let udp = 14 + ihl;
-    let total = usize::from(u16::from_be_bytes([f[16], f[17]]));
-    let end = (14 + total).min(f.len());
-    f[end - 1] ^= 0x01;
+    let udp = 14 + usize::from(f[14] & 0x0f) * 4;
     f[udp + 6] = 0;
     f[udp + 7] = 0;
     f
 }
 
+/// [`replay`] with the last payload byte flipped (a MAC, or a field under
+/// it, changed), so that only the peer's authentication can refuse it.
+pub fn forge(frame: &[u8]) -> Vec<u8> {
+    let mut f = replay(frame);
+    let total = usize::from(u16::from_be_bytes([f[16], f[17]]));
+    let end = (14 + total).min(f.len());
+    f[end - 1] ^= 0x01;
+    f
+}
+
+/// Capture (AF_PACKET, in `to`'s namespace) the next peer datagram `to`
+/// receives from `src`: the whole Ethernet frame.
+pub fn capture_peer_frame(
+    to: &Endpoint,
+    src: Ipv4Addr,
+    timeout: Duration,
+) -> anyhow::Result<Vec<u8>> {
+    let sock = to.packet_socket(EtherType::Ipv4)?;
+    sock.recv_matching(std::time::Instant::now() + timeout, |f| {
+        is_peer_datagram(f, src)
+    })?
+    .ok_or_else(|| {
+        anyhow::anyhow!(
+            "{} received no peer datagram from {src} within {timeout:?}",
+            to.ns().name()
+        )
+    })
+}
+
+/// Send `frame` as is out of `from`'s interface.
+pub fn send_frame(from: &Endpoint, frame: &[u8]) -> anyhow::Result<()> {
+    from.packet_socket(EtherType::Ipv4)?.send(frame)?;
+    Ok(())
+}
+
 impl Lab {
-    /// Capture (AF_PACKET, in node `to`'s namespace) the next peer datagram
-    /// node `to` receives from node `from`: the whole Ethernet frame.
+    /// [`capture_peer_frame`]: what node `to` receives from node `from`.
     pub fn capture_peer_frame(
         &self,
         from: usize,
         to: usize,
         timeout: Duration,
     ) -> anyhow::Result<Vec<u8>> {
-        let src = self.node_ip(from)?;
-        let sock = self
-            .lan
-            .node(to)
-            .packet_socket(crate::packet_socket::EtherType::Ipv4)?;
-        sock.recv_matching(std::time::Instant::now() + timeout, |f| {
-            is_peer_datagram(f, src)
-        })?
-        .ok_or_else(|| {
-            anyhow::anyhow!("node{to} received no peer datagram from node{from} within {timeout:?}")
-        })
+        capture_peer_frame(self.lan.node(to), self.node_ip(from)?, timeout)
     }
 
-    /// Send `frame` as is out of node `i`'s LAN interface.
+    /// [`send_frame`] out of node `i`'s LAN interface.
     pub fn send_frame(&self, i: usize, frame: &[u8]) -> anyhow::Result<()> {
-        let sock = self
-            .lan
-            .node(i)
-            .packet_socket(crate::packet_socket::EtherType::Ipv4)?;
-        sock.send(frame)?;
-        Ok(())
+        send_frame(self.lan.node(i), frame)
     }
 }
