@@ -235,7 +235,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<bool> {
         }
         BenchCommand::Stability(args) => {
             return tokio::select! {
-                r = crate::stability::run(args) => r,
+                r = crate::stability::run(args.clone(), args.out.clone().unwrap_or_else(default_out)) => r,
                 r = tokio::signal::ctrl_c() => {
                     r.context("waiting for Ctrl-C")?;
                     anyhow::bail!("interrupted: the lab was torn down; stability.json holds the intervals measured");

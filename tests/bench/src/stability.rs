@@ -13,7 +13,6 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
-use crate::cli::default_out;
 use crate::report::{TargetResult, preset};
 use vip_lab::lab::window::Window;
 use vip_lab::lab::{ControlPlaneKind, Lab, LabConfig};
@@ -44,7 +43,8 @@ pub struct StabilityArgs {
     /// `real` (etcd + kube-apiserver in every node) or `embedded`.
     #[arg(long, default_value = "real", value_name = "KIND")]
     pub control_plane: ControlPlaneKind,
-    /// Parent folder of the results [default: results/ in the workspace].
+    /// Parent folder of the results [default: results/ in the workspace]
+    /// (the caller resolves the default).
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Print the agents' log lines.
@@ -111,8 +111,9 @@ fn write(report: &StabilityReport, dir: &std::path::Path) -> anyhow::Result<()> 
     std::fs::write(&path, json).with_context(|| format!("writing {}", path.display()))
 }
 
-/// Run the soak; print its lines and targets; whether every target passed.
-pub async fn run(args: StabilityArgs) -> anyhow::Result<bool> {
+/// Run the soak (results in a new folder under `out`); print its lines and
+/// targets; whether every target passed.
+pub async fn run(args: StabilityArgs, out: PathBuf) -> anyhow::Result<bool> {
     anyhow::ensure!(
         (0.0..=100.0).contains(&args.loss),
         "--loss must be a percentage"
@@ -120,7 +121,6 @@ pub async fn run(args: StabilityArgs) -> anyhow::Result<bool> {
     let implementation = crate::report::implementation_of_preset(&args.implementation)
         .with_context(|| format!("unknown implementation {:?}", args.implementation))?;
     let (started_utc, stamp) = crate::utc_stamps(SystemTime::now());
-    let out = args.out.clone().unwrap_or_else(default_out);
     let dir = crate::results_dir(&out, &format!("stability-{stamp}"))?;
     let mut command = String::from("cargo xtask bench");
     for a in std::env::args().skip(2) {
