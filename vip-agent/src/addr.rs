@@ -177,6 +177,37 @@ impl Addresses {
         Ok(false)
     }
 
+    /// The interface's own address for the fast path: the first IPv4 one
+    /// that is not in `vips` and not link-local, else such an IPv6 one.
+    pub async fn node_address(&self, vips: &[IpAddr]) -> Result<Option<IpAddr>, AddrError> {
+        let mut stream = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(self.ifindex)
+            .execute();
+        let mut v6 = None;
+        while let Some(msg) = stream.try_next().await.map_err(|source| AddrError::List {
+            ifindex: self.ifindex,
+            source,
+        })? {
+            for attr in &msg.attributes {
+                if let AddressAttribute::Address(a) = attr
+                    && !vips.contains(a)
+                {
+                    match a {
+                        IpAddr::V4(v4) if !v4.is_link_local() => return Ok(Some(*a)),
+                        IpAddr::V6(x) if !x.is_unicast_link_local() && v6.is_none() => {
+                            v6 = Some(*a)
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        Ok(v6)
+    }
+
     /// Whether `ip` is configured where the agent puts it (`lo`).
     pub async fn has(&self, ip: IpAddr) -> Result<bool, AddrError> {
         Ok(self.find(self.lo, ip).await?.is_some())

@@ -22,6 +22,7 @@ use crate::election::kube_store::KubeLeaseStore;
 use crate::election::{self, Role, Status};
 use crate::metrics::{self, Metrics, XdpCounters};
 use crate::node::Node;
+use crate::peer::{self, Peers, key::KeySource};
 
 /// Bound on posting the Events still queued when the election ends.
 const EVENTS_DRAIN: Duration = Duration::from_secs(2);
@@ -77,6 +78,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mac = dataplane.mac();
     let xdp_mode = dataplane.mode().as_str();
     let addresses = Addresses::new(ifindex)?;
+    let addresses_for_peers = match (args.fast_path, args.peer_address) {
+        (true, None) => addresses
+            .node_address(&args.addresses)
+            .await
+            .with_context(|| format!("listing the addresses of --interface {}", args.interface))?,
+        (_, a) => a,
+    };
     let (announce_tx, _) = watch::channel(false);
     let announcer = Announcer::new(ifindex, mac, &args.addresses)
         .context("opening the AF_PACKET socket for announcements")?;
@@ -150,12 +158,38 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         shutdown.clone(),
     ));
 
+    let peers = match (&client, args.fast_path) {
+        (Some(client), true) => Some(
+            start_fast_path(&args, &identity, &addresses_for_peers, client, &shutdown)
+                .await
+                .context("starting the fast path (--fast-path)")?,
+        ),
+        _ => None,
+    };
+    if let Some((p, _)) = &peers {
+        metrics.set_peer_stats(p.clone());
+    }
     let result = match client {
         None => run_without_election(&node, &args, &shutdown, &status_tx).await,
         Some(client) => {
-            run_election(&node, &args, client, &metrics, shutdown.clone(), status_tx).await
+            run_election(
+                &node,
+                &args,
+                client,
+                &metrics,
+                shutdown.clone(),
+                status_tx,
+                peers.as_ref().map(|(p, _)| p.clone()),
+            )
+            .await
         }
     };
+    if let Some((_, tasks)) = peers {
+        for t in tasks {
+            t.abort();
+            let _ = t.await;
+        }
+    }
     if let Err(e) = &result {
         warn!(error = %format!("{e:#}"), "stopping after an error");
     }
@@ -187,6 +221,7 @@ async fn run_election(
     metrics: &Metrics,
     shutdown: CancellationToken,
     status: watch::Sender<Status>,
+    peers: Option<Peers>,
 ) -> anyhow::Result<()> {
     let cfg = args.election_config()?;
     // admin.conf, or super-admin.conf while admin.conf is forbidden.
@@ -231,9 +266,16 @@ async fn run_election(
             async move { run_checker(&probe, &health_cfg, health_tx, health_shutdown).await },
         );
     // election::run logs "leader election starting" once the settings are checked.
+    let links = election::Links {
+        health: health_rx,
+        shutdown,
+        status,
+        events,
+        peers,
+    };
     let r = tokio::select! {
         biased;
-        r = election::run_with_events(&store, &cfg, node.as_ref(), health_rx, shutdown, status, events) => r,
+        r = election::run_with_links(&store, &cfg, node.as_ref(), links) => r,
         () = store.probe_admin(cfg.retry_period, cfg.request_timeout()) => {
             unreachable!("the admin probe runs until dropped")
         }
@@ -254,6 +296,49 @@ async fn run_election(
 /// round ([`Node::maintain`]): each repair is logged (one warn
 /// line naming what was found and what was done) and counted in
 /// `vip_agent_repairs_total{kind}`; the announcer starts over when asked.
+/// The fast path's socket and key: bound and started before the election,
+/// so that a restarted agent that is still a member acks at once.
+async fn start_fast_path(
+    args: &RunArgs,
+    identity: &str,
+    address: &Option<std::net::IpAddr>,
+    client: &kube::Client,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<(Peers, Vec<tokio::task::JoinHandle<()>>)> {
+    let Some(ip) = *address else {
+        anyhow::bail!(
+            "--interface {} has no address of its own to reach the other agents at; fix: pass --peer-address",
+            args.interface
+        );
+    };
+    let addr = std::net::SocketAddr::new(ip, args.peer_port);
+    let socket = peer::socket::bind(addr)
+        .await
+        .with_context(|| format!("binding UDP {addr} (--peer-address, --peer-port)"))?;
+    let peers = Peers::new(
+        identity.to_owned(),
+        addr,
+        args.peer_timing(),
+        crate::clock::MonoTime::now(),
+    );
+    let source = match &args.peer_key_file {
+        Some(path) => KeySource::File(path.clone()),
+        None => KeySource::Secret {
+            client: client.clone(),
+            namespace: args.lease_namespace.clone(),
+            name: args.peer_key_secret.clone(),
+        },
+    };
+    info!(address = %addr, key = %source.describe(), "fast path: peer channel bound");
+    let key_task = tokio::spawn(peer::key::load_into(
+        source,
+        peers.clone(),
+        shutdown.clone(),
+    ));
+    let socket_task = tokio::spawn(peer::socket::run(socket, peers.clone(), shutdown.clone()));
+    Ok((peers, vec![key_task, socket_task]))
+}
+
 async fn supervise(
     node: Arc<Node>,
     metrics: Metrics,
@@ -337,7 +422,7 @@ async fn run_without_election(
 ) -> anyhow::Result<()> {
     info!(vips = ?args.addresses, event = events::NO_ELECTION, "no election: this node answers for the VIPs");
     status.send_modify(|s| s.role = Role::Leading);
-    let mut tick = tokio::time::interval(args.retry_period);
+    let mut tick = tokio::time::interval(args.retry_period());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {

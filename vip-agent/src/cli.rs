@@ -133,9 +133,53 @@ pub struct RunArgs {
     #[arg(long, env = "VIP_RENEW_DEADLINE", default_value = "2s", value_parser = parse_duration)]
     pub renew_deadline: Duration,
 
-    /// How often the leader renews and followers retry (kube-vip: vip_retryperiod, whole seconds).
-    #[arg(long, env = "VIP_RETRY_PERIOD", default_value = "500ms", value_parser = parse_duration)]
-    pub retry_period: Duration,
+    /// How often the leader renews and followers retry (kube-vip: vip_retryperiod, whole seconds)
+    /// [default: 500ms; 1s with --fast-path].
+    #[arg(long, env = "VIP_RETRY_PERIOD", value_parser = parse_duration)]
+    pub retry_period: Option<Duration>,
+
+    /// The fast path (docs/peer-promises.md): the leader heartbeats the other agents over UDP
+    /// (--peer-port) and its fence is held open by their acks, so a dead, frozen or cut-off
+    /// leader is replaced in about 110 ms instead of --lease-duration, at one Lease write per
+    /// --retry-period (1s). Costs: one UDP port, 1 / --heartbeat-interval heartbeats per
+    /// second from the leader to each agent and as many acks back (50 each way at 20ms,
+    /// about 100 bytes each). Off: the agent behaves exactly as without it.
+    #[arg(long, env = "VIP_FAST_PATH")]
+    pub fast_path: bool,
+
+    /// UDP port of the fast path, on --peer-address.
+    #[arg(long, env = "VIP_PEER_PORT", default_value_t = 7473)]
+    pub peer_port: u16,
+
+    /// Address the other agents reach this one at for the fast path [default: the first IPv4
+    /// address of --interface that is not a VIP, else the first IPv6 one].
+    #[arg(long, env = "VIP_PEER_ADDRESS")]
+    pub peer_address: Option<IpAddr>,
+
+    /// File with the fast path's HMAC key (at least 32 bytes). Without it the agents share the
+    /// Secret --peer-key-secret in the Lease namespace (created by the first agent).
+    #[arg(long, env = "VIP_PEER_KEY_FILE")]
+    pub peer_key_file: Option<PathBuf>,
+
+    /// Secret holding the fast path's key (data.key) when --peer-key-file is not given.
+    #[arg(long, env = "VIP_PEER_KEY_SECRET", default_value = crate::peer::key::DEFAULT_SECRET)]
+    pub peer_key_secret: String,
+
+    /// Fast path: the leader's heartbeat interval.
+    #[arg(long, env = "VIP_HEARTBEAT_INTERVAL", default_value = "20ms", value_parser = parse_duration)]
+    pub heartbeat_interval: Duration,
+
+    /// Fast path: a member takes the Lease over after this long without a heartbeat.
+    #[arg(long, env = "VIP_TAKEOVER_SILENCE", default_value = "80ms", value_parser = parse_duration)]
+    pub takeover_silence: Duration,
+
+    /// Fast path: how long an ack promises not to answer (the outage floor after a crash).
+    #[arg(long, env = "VIP_PROMISE", default_value = "100ms", value_parser = parse_duration)]
+    pub promise: Duration,
+
+    /// Fast path: margin for clocks running at different rates (at least 10 % of --promise).
+    #[arg(long, env = "VIP_PROMISE_MARGIN", default_value = "10ms", value_parser = parse_duration)]
+    pub promise_margin: Duration,
 
     /// This node's identity in the Lease (kube-vip: vip_nodename) [default: the host name].
     #[arg(long, env = "VIP_NODE_NAME")]

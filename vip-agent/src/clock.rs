@@ -28,6 +28,13 @@ impl MonoTime {
         )
     }
 
+    pub fn saturating_sub(self, d: Duration) -> Self {
+        Self(
+            self.0
+                .saturating_sub(d.as_nanos().min(u128::from(u64::MAX)) as u64),
+        )
+    }
+
     /// Time from `earlier` to `self`, zero if `earlier` is later.
     pub fn saturating_duration_since(self, earlier: MonoTime) -> Duration {
         Duration::from_nanos(self.0.saturating_sub(earlier.0))

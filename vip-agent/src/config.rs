@@ -4,6 +4,7 @@
 //! ([`crate::kube_vip`], before clap parses).
 
 use std::net::IpAddr;
+use std::time::Duration;
 
 use crate::cli::RunArgs;
 use crate::election::{self, ElectionConfig, client::ClientOptions, health::HealthConfig};
@@ -26,7 +27,12 @@ pub enum ConfigError {
         "--node-name is not set and the host name cannot be read ({0}); fix: pass --node-name or set VIP_NODE_NAME"
     )]
     NoNodeName(String),
+    #[error("--fast-path: {0}")]
+    FastPath(String),
 }
+
+/// `--retry-period`'s default with `--fast-path`: one Lease write per second.
+pub const FAST_PATH_RETRY_PERIOD: Duration = Duration::from_secs(1);
 
 impl RunArgs {
     /// Checks everything that can be checked before touching the system.
@@ -39,6 +45,19 @@ impl RunArgs {
             }
             if self.addresses[..i].contains(ip) {
                 return Err(ConfigError::DuplicateVip(*ip));
+            }
+        }
+        if self.fast_path {
+            let cfg = self.election_config()?;
+            self.peer_timing()
+                .check(cfg.renew_deadline, cfg.retry_period)
+                .map_err(ConfigError::FastPath)?;
+            if let Some(p) = &self.peer_key_file
+                && p.as_os_str().is_empty()
+            {
+                return Err(ConfigError::FastPath(
+                    "--peer-key-file is empty: name the key file, or leave it out to use the Secret".into(),
+                ));
             }
         }
         if self.health_failures == 0 {
@@ -66,8 +85,28 @@ impl RunArgs {
             identity: self.identity()?,
             lease_duration: self.lease_duration,
             renew_deadline: self.renew_deadline,
-            retry_period: self.retry_period,
+            retry_period: self.retry_period(),
         })
+    }
+
+    /// `--retry-period`, or its default: 500ms, 1s with `--fast-path` (one
+    /// Lease write per second in steady state).
+    pub fn retry_period(&self) -> Duration {
+        self.retry_period.unwrap_or(if self.fast_path {
+            FAST_PATH_RETRY_PERIOD
+        } else {
+            election::DEFAULT_RETRY_PERIOD
+        })
+    }
+
+    /// The fast path's timers.
+    pub fn peer_timing(&self) -> crate::peer::Timing {
+        crate::peer::Timing {
+            heartbeat: self.heartbeat_interval,
+            silence: self.takeover_silence,
+            promise: self.promise,
+            margin: self.promise_margin,
+        }
     }
 
     pub fn client_options(&self) -> Result<ClientOptions, ConfigError> {
@@ -117,7 +156,22 @@ impl RunArgs {
             ),
             ("lease-duration", d(self.lease_duration)),
             ("renew-deadline", d(self.renew_deadline)),
-            ("retry-period", d(self.retry_period)),
+            ("retry-period", d(self.retry_period())),
+            (
+                "fast-path",
+                if self.fast_path {
+                    format!(
+                        "on (udp port {}, heartbeat {}, takeover silence {}, promise {} + {})",
+                        self.peer_port,
+                        d(self.heartbeat_interval),
+                        d(self.takeover_silence),
+                        d(self.promise),
+                        d(self.promise_margin)
+                    )
+                } else {
+                    "off".to_owned()
+                },
+            ),
             ("kubeconfig", self.kubeconfig.display().to_string()),
             (
                 "super-admin-kubeconfig",
@@ -182,7 +236,7 @@ mod tests {
             election::DEFAULT_LEASE_DURATION
         );
         assert_eq!(r.renew_deadline, election::DEFAULT_RENEW_DEADLINE);
-        assert_eq!(r.retry_period, election::DEFAULT_RETRY_PERIOD);
+        assert_eq!(r.retry_period(), election::DEFAULT_RETRY_PERIOD);
         assert_eq!(
             r.client_options().unwrap().api_server.as_deref(),
             Some("https://127.0.0.1:6443")
@@ -199,7 +253,7 @@ mod tests {
         assert_eq!(r.client_options().unwrap().api_server, None);
         assert_eq!(r.lease_duration, Duration::from_secs(3));
         assert_eq!(r.renew_deadline, Duration::from_secs(2));
-        assert_eq!(r.retry_period, Duration::from_millis(500));
+        assert_eq!(r.retry_period(), Duration::from_millis(500));
     }
 
     #[test]

@@ -15,5 +15,6 @@ pub mod kube_vip;
 pub mod manifest;
 pub mod metrics;
 pub mod node;
+pub mod peer;
 pub mod status;
 pub mod timing;

@@ -291,7 +291,7 @@ pub fn run_command_line(run: &RunArgs) -> Vec<String> {
     );
     always(&mut out, "lease-duration", duration(run.lease_duration));
     always(&mut out, "renew-deadline", duration(run.renew_deadline));
-    always(&mut out, "retry-period", duration(run.retry_period));
+    always(&mut out, "retry-period", duration(run.retry_period()));
     always(&mut out, "lease-name", run.lease_name.clone());
     always(&mut out, "lease-namespace", run.lease_namespace.clone());
     always(&mut out, "kubeconfig", CONTAINER_KUBECONFIG.to_owned());
@@ -314,6 +314,25 @@ pub fn run_command_line(run: &RunArgs) -> Vec<String> {
     }
     if run.no_election {
         out.push("--no-election".to_owned());
+    }
+    if run.fast_path {
+        out.push("--fast-path".to_owned());
+        always(&mut out, "peer-port", run.peer_port.to_string());
+        if let Some(a) = run.peer_address {
+            always(&mut out, "peer-address", a.to_string());
+        }
+        if let Some(f) = &run.peer_key_file {
+            always(&mut out, "peer-key-file", f.display().to_string());
+        }
+        always(&mut out, "peer-key-secret", run.peer_key_secret.clone());
+        always(
+            &mut out,
+            "heartbeat-interval",
+            duration(run.heartbeat_interval),
+        );
+        always(&mut out, "takeover-silence", duration(run.takeover_silence));
+        always(&mut out, "promise", duration(run.promise));
+        always(&mut out, "promise-margin", duration(run.promise_margin));
     }
     if let Some(dir) = &run.pin_dir {
         out.push(format!("--pin-dir={}", dir.display()));
@@ -434,6 +453,21 @@ fn lease_role_and_binding(namespace: &str, subject: Subject) -> (Role, RoleBindi
             PolicyRule {
                 api_groups: Some(vec![String::new(), "events.k8s.io".into()]),
                 resources: Some(vec!["events".into()]),
+                verbs: vec!["create".into()],
+                ..Default::default()
+            },
+            // --fast-path: read the peer key, and no other Secret.
+            PolicyRule {
+                api_groups: Some(vec![String::new()]),
+                resources: Some(vec!["secrets".into()]),
+                resource_names: Some(vec![crate::peer::key::DEFAULT_SECRET.into()]),
+                verbs: vec!["get".into()],
+                ..Default::default()
+            },
+            // The first agent creates it (RBAC cannot limit create by name).
+            PolicyRule {
+                api_groups: Some(vec![String::new()]),
+                resources: Some(vec!["secrets".into()]),
                 verbs: vec!["create".into()],
                 ..Default::default()
             },

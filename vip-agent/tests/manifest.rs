@@ -264,7 +264,7 @@ fn given_flags_reach_the_pod() {
     assert_eq!(run.addresses.len(), 2);
     assert_eq!(run.lease_duration, Duration::from_secs(15));
     assert_eq!(run.renew_deadline, Duration::from_secs(10));
-    assert_eq!(run.retry_period, Duration::from_secs(2));
+    assert_eq!(run.retry_period(), Duration::from_secs(2));
     assert_eq!(
         (run.lease_name.as_str(), run.lease_namespace.as_str()),
         ("cp-vip", "vip")
@@ -533,7 +533,20 @@ fn rbac_allows_what_the_agent_does() {
         Some(&["events".to_owned()][..])
     );
     assert_eq!(events.verbs, ["create"]);
-    assert_eq!(role.rules.as_ref().unwrap().len(), 2);
+    // --fast-path: get the peer key Secret by name, create it; nothing else.
+    let secrets = &role.rules.as_ref().unwrap()[2..];
+    assert_eq!(secrets.len(), 2);
+    for s in secrets {
+        assert_eq!(s.api_groups.as_deref(), Some(&["".to_owned()][..]));
+        assert_eq!(s.resources.as_deref(), Some(&["secrets".to_owned()][..]));
+    }
+    assert_eq!(secrets[0].verbs, ["get"]);
+    assert_eq!(
+        secrets[0].resource_names.as_deref(),
+        Some(&["vip-agent-peer-key".to_owned()][..])
+    );
+    assert_eq!(secrets[1].verbs, ["create"]);
+    assert_eq!(role.rules.as_ref().unwrap().len(), 4);
     assert_eq!(binding.role_ref.name, role.metadata.name.clone().unwrap());
     assert_eq!(binding.subjects.as_ref().unwrap()[0].name, "vip-agent");
 }

@@ -63,6 +63,17 @@ pub const CONFLICTING_CLAIM: &str = "conflicting_claim";
 pub const CREDENTIALS_SUPER_ADMIN: &str = "credentials_super_admin";
 /// `--kubeconfig` is allowed on the Lease again: back to it from super-admin.
 pub const CREDENTIALS_ADMIN: &str = "credentials_admin";
+/// Fast path: the peer key is loaded; heartbeats can be sent and verified.
+pub const PEER_KEY_READY: &str = "peer_key_ready";
+/// Fast path: a member that stopped hearing the holder took the Lease over
+/// by CAS (docs/peer-promises.md, rule 4).
+pub const FAST_TAKEOVER: &str = "fast_takeover";
+/// Fast path: the leader added a member (it acked a heartbeat).
+pub const PEER_MEMBER_ADDED: &str = "peer_member_added";
+/// Fast path: the leader removed a member whose acks stopped.
+pub const PEER_MEMBER_REMOVED: &str = "peer_member_removed";
+/// Fast path: the leader's fence ran out waiting for a member's ack.
+pub const FENCE_WAITING_FOR_ACKS: &str = "fence_waiting_for_acks";
 
 /// Every event name, for readers that check they know them all.
 pub const ALL: &[&str] = &[
@@ -93,6 +104,11 @@ pub const ALL: &[&str] = &[
     CONFLICTING_CLAIM,
     CREDENTIALS_SUPER_ADMIN,
     CREDENTIALS_ADMIN,
+    PEER_KEY_READY,
+    FAST_TAKEOVER,
+    PEER_MEMBER_ADDED,
+    PEER_MEMBER_REMOVED,
+    FENCE_WAITING_FOR_ACKS,
 ];
 
 #[cfg(test)]

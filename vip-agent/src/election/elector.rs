@@ -18,9 +18,11 @@ use super::lease::{self, Observation};
 use super::store::{LeaseEvents, LeaseStore, StoreError};
 use super::{Clock, ElectionConfig, ElectionError, Fence, Role, Status, SystemClock};
 use crate::clock::MonoTime;
+use crate::peer::{self, PeerStats, Peers};
 
 mod follow;
 mod lead;
+mod lead_fast;
 
 /// Bound on the time spent releasing the Lease on stop / step-down.
 pub const RELEASE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -48,24 +50,16 @@ pub async fn run<S: LeaseStore, F: Fence>(
     run_with_clock(store, cfg, fence, &clock, health, shutdown, status).await
 }
 
-/// [`run`], telling the story as Kubernetes Events through `events`
-/// (which never blocks: see [`super::events`]).
-pub async fn run_with_events<S: LeaseStore, F: Fence>(
+/// [`run`] with everything it talks to besides the Lease and the fence:
+/// the Kubernetes Events (which never block: see [`super::events`]) and,
+/// with `--fast-path`, the peer channel.
+pub async fn run_with_links<S: LeaseStore, F: Fence>(
     store: &S,
     cfg: &ElectionConfig,
     fence: &F,
-    health: watch::Receiver<bool>,
-    shutdown: CancellationToken,
-    status: watch::Sender<Status>,
-    events: EventSink,
+    links: Links,
 ) -> Result<(), ElectionError> {
     let clock = SystemClock::from_env()?;
-    let links = Links {
-        health,
-        shutdown,
-        status,
-        events,
-    };
     run_linked(store, cfg, fence, &clock, links).await
 }
 
@@ -84,16 +78,19 @@ pub async fn run_with_clock<S: LeaseStore, F: Fence, C: Clock>(
         shutdown,
         status,
         events: EventSink::default(),
+        peers: None,
     };
     run_linked(store, cfg, fence, clock, links).await
 }
 
 /// What the elector reads and writes besides the Lease and the fence.
-pub(in crate::election) struct Links {
+pub struct Links {
     pub health: watch::Receiver<bool>,
     pub shutdown: CancellationToken,
     pub status: watch::Sender<Status>,
     pub events: EventSink,
+    /// The fast path (docs/peer-promises.md), when on.
+    pub peers: Option<Peers>,
 }
 
 pub(in crate::election) async fn run_linked<S: LeaseStore, F: Fence, C: Clock>(
@@ -108,6 +105,7 @@ pub(in crate::election) async fn run_linked<S: LeaseStore, F: Fence, C: Clock>(
         shutdown,
         status,
         events,
+        peers,
     } = links;
     cfg.validate()?;
     let now = clock.mono();
@@ -128,6 +126,7 @@ pub(in crate::election) async fn run_linked<S: LeaseStore, F: Fence, C: Clock>(
         watch_retry_at: now,
         watch_opened_at: now,
         narrator: Narrator::new(events, &cfg.identity),
+        peers,
     };
     info!(
         identity = %cfg.identity,
@@ -163,6 +162,8 @@ enum Next {
         lease: Box<Lease>,
         sent: MonoTime,
         deadline: MonoTime,
+        /// Fast path: the fence stays closed before this (rules 4 and 5).
+        answer_from: Option<MonoTime>,
     },
 }
 
@@ -185,6 +186,8 @@ struct Elector<'a, S, F, C> {
     watch_opened_at: MonoTime,
     /// Kubernetes Events (never blocks).
     narrator: Narrator,
+    /// The fast path, when on.
+    peers: Option<Peers>,
 }
 
 /// One API request, counted, bounded by `timeout`. (A free function so that
@@ -199,6 +202,22 @@ async fn call<T>(
         Ok(r) => r,
         Err(_) => Err(StoreError::Timeout),
     }
+}
+
+/// The fast path learns the record: the members it lists, and where to say
+/// Hello when it does not list this agent.
+fn observe_peers(peers: &Peers, lease: &Lease, me: &str) {
+    let members = peer::record::members(lease);
+    peers.set_members_seen(members.as_ref().map_or(0, |m| m.len()));
+    let hello_to = members.and_then(|m| {
+        let holder = lease::holder(lease)?;
+        if m.contains_key(me) || holder == me {
+            None
+        } else {
+            m.get(holder).copied()
+        }
+    });
+    peers.set_hello_to(hello_to);
 }
 
 async fn next_event(w: &mut Option<LeaseEvents>) -> Option<Result<WatchEvent<Lease>, StoreError>> {
@@ -225,8 +244,15 @@ impl<S: LeaseStore, F: Fence, C: Clock> Elector<'_, S, F, C> {
                     lease,
                     sent,
                     deadline,
+                    answer_from,
                 } => {
-                    if let Next::Shutdown = self.lead_phase(*lease, sent, deadline).await? {
+                    let next = match (self.peers.clone(), answer_from) {
+                        (Some(peers), Some(from)) => {
+                            self.lead_fast_phase(&peers, *lease, sent, from).await?
+                        }
+                        _ => self.lead_phase(*lease, sent, deadline).await?,
+                    };
+                    if let Next::Shutdown = next {
                         return Ok(());
                     }
                 }
@@ -322,6 +348,9 @@ impl<S: LeaseStore, F: Fence, C: Clock> Elector<'_, S, F, C> {
                 true
             }
         };
+        if let (Some(p), Known::Present { lease, .. }) = (&self.peers, &self.known) {
+            observe_peers(p, lease, &self.cfg.identity);
+        }
         if changed {
             // New information: act on it at once (e.g. a release).
             self.retry_at = now;

@@ -47,7 +47,9 @@ pub use config::{
     DEFAULT_LEASE_DURATION, DEFAULT_LEASE_NAME, DEFAULT_NAMESPACE, DEFAULT_RENEW_DEADLINE,
     DEFAULT_RETRY_PERIOD, ElectionConfig,
 };
-pub use elector::{RELEASE_TIMEOUT, WATCH_TIMEOUT_SECS, run, run_with_clock, run_with_events};
+pub use elector::{
+    Links, RELEASE_TIMEOUT, WATCH_TIMEOUT_SECS, run, run_with_clock, run_with_links,
+};
 pub use errors::{ConfigError, ElectionError};
 pub use fence::Fence;
 pub use lease::Observation;

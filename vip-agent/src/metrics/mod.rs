@@ -17,6 +17,7 @@ mod election;
 mod events;
 mod families;
 mod http;
+mod peer;
 mod xdp;
 
 use std::sync::{Arc, OnceLock};
@@ -61,6 +62,8 @@ struct Inner {
     ready: watch::Receiver<bool>,
     /// The election's Event counters, once it runs.
     events: Arc<OnceLock<Arc<EventStats>>>,
+    /// The fast path's counters, when it is on.
+    peers: Arc<OnceLock<crate::peer::Peers>>,
 }
 
 impl Metrics {
@@ -132,6 +135,8 @@ impl Metrics {
         }
         let events = Arc::new(OnceLock::new());
         registry.register_collector(Box::new(events::EventsCollector(events.clone())));
+        let peers = Arc::new(OnceLock::new());
+        registry.register_collector(Box::new(peer::PeerCollector(peers.clone())));
         Self {
             inner: Arc::new(Inner {
                 registry,
@@ -140,6 +145,7 @@ impl Metrics {
                 credentials,
                 ready,
                 events,
+                peers,
             }),
         }
     }
@@ -173,6 +179,11 @@ impl Metrics {
     /// The counters of the election's Kubernetes Events (set once).
     pub fn set_event_stats(&self, stats: Arc<EventStats>) {
         let _ = self.inner.events.set(stats);
+    }
+
+    /// The fast path's counters (set once, with `--fast-path`).
+    pub fn set_peer_stats(&self, peers: crate::peer::Peers) {
+        let _ = self.inner.peers.set(peers);
     }
 
     /// The text exposition (Prometheus format 0.0.4).

@@ -145,6 +145,7 @@ impl<S: LeaseStore, F: Fence, C: Clock> Elector<'_, S, F, C> {
             let action = self.action_at().map(|t| self.instant_at(t));
             let open_watch = (self.watch.is_none() && !matches!(self.known, Known::Unknown))
                 .then(|| self.instant_at(self.watch_retry_at));
+            let fast = self.fast_takeover_at().map(|t| self.instant_at(t));
             tokio::select! {
                 biased;
                 () = self.shutdown.cancelled() => return Ok(Next::Shutdown),
@@ -160,29 +161,68 @@ impl<S: LeaseStore, F: Fence, C: Clock> Elector<'_, S, F, C> {
                         return Ok(next);
                     }
                 }
+                () = sleep_opt(fast) => {
+                    if let Some(next) = self.act_fast().await? {
+                        return Ok(next);
+                    }
+                }
             }
         }
     }
 
     /// The follower's timer fired: GET, create or acquire.
     async fn act(&mut self) -> Result<Option<Next>, ElectionError> {
+        if !matches!(self.known, Known::Unknown)
+            && let Some(p) = &self.peers
+        {
+            // Rule 5: no promise from just before the CAS on.
+            p.set_acking(false);
+        }
+        let released_by = match &self.known {
+            Known::Present { lease, .. } => peer::record::released_by(lease),
+            _ => None,
+        };
+        let r = self.act_slow().await;
+        let won = matches!(r, Ok(Some(Next::Lead { .. })));
+        if let Some(p) = &self.peers {
+            if won {
+                // Rules 5 and 9: answer no earlier than our own promises allow.
+                let from = p
+                    .promise_until(released_by.as_deref())
+                    .saturating_add(p.timing().margin);
+                return r.map(|n| n.map(|n| n.answering_from(from)));
+            }
+            p.set_acking(true);
+        }
+        r
+    }
+
+    async fn act_slow(&mut self) -> Result<Option<Next>, ElectionError> {
         let sent = self.now();
         let wall = self.clock.wall();
         let timeout = self.cfg.request_timeout();
         let cfg = self.cfg;
+        let me_only = self.peers.as_ref().map(|p| peer::record::Peers {
+            holder: cfg.identity.clone(),
+            released_by: None,
+            members: [(cfg.identity.clone(), p.my_addr())].into(),
+        });
         let (result, verb, prev_holder) = match &self.known {
             Known::Unknown => {
                 self.refresh().await?;
                 return Ok(None);
             }
             Known::Absent { .. } => {
-                let l = lease::new_lease(
+                let mut l = lease::new_lease(
                     &cfg.lease_name,
                     &cfg.namespace,
                     &cfg.identity,
                     cfg.lease_duration,
                     wall,
                 );
+                if let Some(p) = &me_only {
+                    peer::record::write(&mut l, p);
+                }
                 (
                     call(&self.status, self.store.create(&l), timeout).await,
                     "create",
@@ -191,7 +231,12 @@ impl<S: LeaseStore, F: Fence, C: Clock> Elector<'_, S, F, C> {
             }
             Known::Present { lease: cur, .. } => {
                 let prev = lease::holder(cur).map(str::to_owned);
-                let l = lease::acquire(cur, &cfg.identity, cfg.lease_duration, wall);
+                let mut l = lease::acquire(cur, &cfg.identity, cfg.lease_duration, wall);
+                // The slow path: nobody else's fence is open (design.md), so
+                // the new record lists this agent alone (rule 3 adds the rest).
+                if let Some(p) = &me_only {
+                    peer::record::write(&mut l, p);
+                }
                 // The record expired on our clock without any event: the watch
                 // may be silently dead, so reopen it after this attempt.
                 if prev.is_some() {
@@ -225,6 +270,7 @@ impl<S: LeaseStore, F: Fence, C: Clock> Elector<'_, S, F, C> {
                     lease: Box::new(l),
                     sent,
                     deadline,
+                    answer_from: None,
                 }))
             }
             Err(StoreError::Forbidden(m)) => {
@@ -243,6 +289,140 @@ impl<S: LeaseStore, F: Fence, C: Clock> Elector<'_, S, F, C> {
                 self.retry_at = self.now().saturating_add(cfg.retry_period);
                 Ok(None)
             }
+        }
+    }
+
+    /// Fast path (rule 4): when this member takes over if no heartbeat from
+    /// the holder arrives before, `None` when it may not (no fast path, no
+    /// key, unhealthy, not listed, the holder is not a fast-path leader).
+    /// Computed from the newest heartbeat, so the timer may fire early;
+    /// [`Self::act_fast`] checks again.
+    fn fast_takeover_at(&self) -> Option<MonoTime> {
+        let p = self.peers.as_ref()?;
+        if !self.healthy() || !p.key_ready() {
+            return None;
+        }
+        let Known::Present { lease, obs } = &self.known else {
+            return None;
+        };
+        let holder = lease::holder(lease)?;
+        if holder == self.cfg.identity {
+            return None;
+        }
+        let members = peer::record::members(lease)?;
+        if !members.contains_key(&self.cfg.identity) {
+            return None;
+        }
+        let heard = p.last_heartbeat(holder).map_or(obs.at, |h| h.max(obs.at));
+        Some(heard.saturating_add(p.timing().silence).max(self.retry_at))
+    }
+
+    /// Rule 4: stop acking, CAS against the newest record that lists us, and
+    /// on success lead from our own last promise + eps.
+    async fn act_fast(&mut self) -> Result<Option<Next>, ElectionError> {
+        let cfg = self.cfg;
+        let (Some(p), Some(due)) = (self.peers.clone(), self.fast_takeover_at()) else {
+            return Ok(None);
+        };
+        if due > self.now() {
+            return Ok(None);
+        }
+        let Known::Present { lease: cur, .. } = &self.known else {
+            return Ok(None);
+        };
+        let Some(holder) = lease::holder(cur).map(str::to_owned) else {
+            return Ok(None);
+        };
+        let mut members = peer::record::members(cur).unwrap_or_default();
+        members.remove(&holder);
+        let silent_for = p
+            .last_heartbeat(&holder)
+            .map(|h| self.now().saturating_duration_since(h));
+        p.set_acking(false);
+        let sent = self.now();
+        let wall = self.clock.wall();
+        let mut l = lease::acquire(cur, &cfg.identity, cfg.lease_duration, wall);
+        peer::record::write(
+            &mut l,
+            &peer::record::Peers {
+                holder: cfg.identity.clone(),
+                released_by: None,
+                members,
+            },
+        );
+        let res = call(&self.status, self.store.replace(&l), cfg.request_timeout()).await;
+        match res {
+            Ok(l) => {
+                let from = p.promise_until(None).saturating_add(p.timing().margin);
+                let before = match &self.known {
+                    Known::Present { lease, .. } => Some(&**lease),
+                    _ => None,
+                };
+                self.narrator.elected(before, &l, wall);
+                PeerStats::count(&p.stats().fast_takeovers);
+                info!(
+                    identity = %cfg.identity,
+                    previous_holder = %holder,
+                    transitions = lease::transitions(&l),
+                    latency = ?self.now().saturating_duration_since(sent),
+                    fast_path = true,
+                    event = events::LEASE_ACQUIRED,
+                    "acquired the lease"
+                );
+                info!(
+                    identity = %cfg.identity,
+                    previous_holder = %holder,
+                    silent_for = ?silent_for,
+                    transitions = lease::transitions(&l),
+                    latency = ?self.now().saturating_duration_since(sent),
+                    answer_in = ?from.saturating_duration_since(self.now()),
+                    event = events::FAST_TAKEOVER,
+                    "took the lease over by the fast path: the holder went silent"
+                );
+                Ok(Some(Next::Lead {
+                    lease: Box::new(l),
+                    sent,
+                    deadline: sent.saturating_add(cfg.renew_deadline),
+                    answer_from: Some(from),
+                }))
+            }
+            Err(e) => {
+                p.set_acking(true);
+                match e {
+                    StoreError::Forbidden(m) => self.forbidden("update", m),
+                    StoreError::Conflict | StoreError::NotFound => {
+                        debug!(identity = %cfg.identity, "fast takeover lost the race; re-reading");
+                        if !self.refresh().await? {
+                            self.retry_at = self.now().saturating_add(cfg.retry_period);
+                        }
+                    }
+                    e => {
+                        warn!(identity = %cfg.identity, error = %e, "fast takeover failed; retrying");
+                        self.retry_at = self.now().saturating_add(cfg.retry_period);
+                    }
+                }
+                Ok(None)
+            }
+        }
+    }
+}
+
+impl Next {
+    /// A lead decision that answers no earlier than `from`.
+    fn answering_from(self, from: MonoTime) -> Self {
+        match self {
+            Next::Lead {
+                lease,
+                sent,
+                deadline,
+                ..
+            } => Next::Lead {
+                lease,
+                sent,
+                deadline,
+                answer_from: Some(from),
+            },
+            n => n,
         }
     }
 }

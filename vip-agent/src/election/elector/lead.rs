@@ -4,7 +4,7 @@
 use super::*;
 
 impl<S: LeaseStore, F: Fence, C: Clock> Elector<'_, S, F, C> {
-    fn publish_leading(&self, deadline: MonoTime, lease: &Lease) {
+    pub(super) fn publish_leading(&self, deadline: MonoTime, lease: &Lease) {
         let t = lease::transitions(lease);
         let healthy = self.healthy();
         self.status.send_modify(|s| {
@@ -17,7 +17,7 @@ impl<S: LeaseStore, F: Fence, C: Clock> Elector<'_, S, F, C> {
 
     /// Stop answering; then, only if that worked and `release`, give the Lease
     /// back. Afterwards this node is a follower that knows the resulting record.
-    async fn step_down(
+    pub(super) async fn step_down(
         &mut self,
         lease: Lease,
         release: bool,
@@ -25,6 +25,10 @@ impl<S: LeaseStore, F: Fence, C: Clock> Elector<'_, S, F, C> {
     ) -> anyhow::Result<()> {
         let now = self.now();
         let followed = self.fence.follow().await;
+        if let Some(p) = &self.peers {
+            // Fence closed (or expiring by itself): stop heartbeating, ack again.
+            p.stop_leading();
+        }
         self.narrator
             .stepped_down(&why, release && followed.is_ok(), &lease, self.clock.wall());
         info!(
@@ -70,7 +74,17 @@ impl<S: LeaseStore, F: Fence, C: Clock> Elector<'_, S, F, C> {
                 return;
             }
             let wall = self.clock.wall();
-            let released = lease::release(&lease, wall);
+            let mut released = lease::release(&lease, wall);
+            if self.peers.is_some() {
+                // Rule 9: our fence is closed, so our members' promises to us
+                // need not hold back whoever takes the Lease next.
+                let note = peer::record::Peers {
+                    holder: String::new(),
+                    released_by: Some(self.cfg.identity.clone()),
+                    members: Default::default(),
+                };
+                peer::record::write(&mut released, &note);
+            }
             match call(&self.status, self.store.replace(&released), left).await {
                 Ok(l) => {
                     info!(identity = %self.cfg.identity, event = events::LEASE_RELEASED, "lease released");
@@ -249,7 +263,7 @@ impl<S: LeaseStore, F: Fence, C: Clock> Elector<'_, S, F, C> {
         }
     }
 
-    async fn stop_leading(&mut self, lease: Lease) -> Result<Next, ElectionError> {
+    pub(super) async fn stop_leading(&mut self, lease: Lease) -> Result<Next, ElectionError> {
         info!(identity = %self.cfg.identity, "shutdown while leading");
         self.step_down(lease, true, StepDown::Shutdown)
             .await

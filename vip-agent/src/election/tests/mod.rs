@@ -213,6 +213,7 @@ fn spawn_node_with_events(
                 shutdown,
                 status: status_tx,
                 events,
+                peers: None,
             };
             elector::run_linked(&client, &cfg, &*fence, &clock, links).await
         })
