@@ -52,6 +52,21 @@ fn describe(ev: &AgentEvent) -> Option<String> {
         events::ELECTION_STARTING => "started, competing".into(),
         events::REPAIRED => format!("repaired ({})", field("kind")),
         events::CONFLICTING_CLAIM => format!("conflicting claim from {}", field("mac")),
+        events::FAST_TAKEOVER => format!(
+            "fast takeover (the holder went silent; answers in {})",
+            field("answer_in")
+        ),
+        events::PEER_MEMBER_ADDED => format!("fast path: member {} added", field("member")),
+        events::PEER_MEMBER_REMOVED => {
+            format!(
+                "fast path: member {} removed (acks stopped)",
+                field("member")
+            )
+        }
+        events::FENCE_WAITING_FOR_ACKS => format!(
+            "fast path: fence ran out waiting for acks of {}",
+            field("waits_for")
+        ),
         _ => return None,
     })
 }

@@ -7,6 +7,7 @@
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use vip_common::events;
 
 use super::Lab;
 use super::peers::LeaseSnapshot;
@@ -26,6 +27,8 @@ pub struct Mark {
     lease: LeaseSnapshot,
     fast_takeovers: f64,
     rejected: f64,
+    members_removed: usize,
+    members_added: usize,
 }
 
 /// What happened in a window.
@@ -55,6 +58,12 @@ pub struct Window {
     pub fast_takeovers: f64,
     /// Growth of `vip_agent_peer_rejected_total`, summed over the agents.
     pub peer_rejected: f64,
+    /// `peer_member_removed` / `peer_member_added` events the agents logged
+    /// (membership churn: each one is a Lease write's annotation change).
+    #[serde(default)]
+    pub members_removed: usize,
+    #[serde(default)]
+    pub members_added: usize,
 }
 
 impl Window {
@@ -63,7 +72,7 @@ impl Window {
         format!(
             "{:.0} s: {} Lease writes ({:.2}/s), holders {:?} ({} changes, +{} transitions), \
              {} split-brain windows, ARP {}/{} answered, longest ARP gap {:.0} ms, \
-             {} fast takeovers, {} rejected peer packets, members at end {:?}",
+             {} fast takeovers, {} rejected peer packets, members -{} +{}, at end {:?}",
             self.seconds,
             self.lease_writes,
             self.lease_writes_per_second,
@@ -76,6 +85,8 @@ impl Window {
             self.longest_arp_gap_ms,
             self.fast_takeovers,
             self.peer_rejected,
+            self.members_removed,
+            self.members_added,
             self.members_at_end,
         )
     }
@@ -105,6 +116,8 @@ impl Lab {
             lease,
             fast_takeovers: self.cluster_metric(FAST_TAKEOVERS, &[]),
             rejected: self.cluster_metric(PEER_REJECTED, &[]),
+            members_removed: self.count_events_all(events::PEER_MEMBER_REMOVED),
+            members_added: self.count_events_all(events::PEER_MEMBER_ADDED),
         })
     }
 
@@ -141,6 +154,12 @@ impl Lab {
             longest_arp_gap_ms: gap.as_secs_f64() * 1000.0,
             fast_takeovers: self.cluster_metric(FAST_TAKEOVERS, &[]) - mark.fast_takeovers,
             peer_rejected: self.cluster_metric(PEER_REJECTED, &[]) - mark.rejected,
+            members_removed: self
+                .count_events_all(events::PEER_MEMBER_REMOVED)
+                .saturating_sub(mark.members_removed),
+            members_added: self
+                .count_events_all(events::PEER_MEMBER_ADDED)
+                .saturating_sub(mark.members_added),
         })
     }
 }
