@@ -217,3 +217,55 @@ async fn soak(
     write(&report, dir)?;
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(total: Window) -> StabilityReport {
+        let mut r = StabilityReport {
+            command: String::new(),
+            started_utc: String::new(),
+            implementation: "vip-agent fast path (3s/2s/1s)".into(),
+            control_plane: "real".into(),
+            nodes: 3,
+            loss_percent: 1.0,
+            total,
+            intervals: Vec::new(),
+            targets: Vec::new(),
+        };
+        r.evaluate();
+        r
+    }
+
+    #[test]
+    fn a_quiet_soak_passes_and_any_change_fails() {
+        let quiet = Window {
+            seconds: 600.0,
+            lease_writes: 600,
+            lease_writes_per_second: 1.0,
+            holders: vec!["node0".into()],
+            ..Window::default()
+        };
+        assert!(report(quiet.clone()).targets.iter().all(|t| t.pass));
+        let moved = Window {
+            holders: vec!["node0".into(), "node1".into()],
+            leadership_changes: 1,
+            fast_takeovers: 1.0,
+            ..quiet.clone()
+        };
+        let failed: Vec<String> = report(moved)
+            .targets
+            .into_iter()
+            .filter(|t| !t.pass)
+            .map(|t| t.name)
+            .collect();
+        assert_eq!(failed, ["soak: no spurious leadership change"]);
+        let split = Window {
+            split_brain_windows: 2,
+            lease_writes_per_second: 2.0,
+            ..quiet
+        };
+        assert_eq!(report(split).targets.iter().filter(|t| !t.pass).count(), 2);
+    }
+}

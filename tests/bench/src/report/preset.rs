@@ -73,3 +73,22 @@ pub fn implementation_of_preset(name: &str) -> Option<Implementation> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{ImplementationInfo, target};
+
+    #[test]
+    fn every_preset_round_trips_and_the_fast_path_has_its_bound() {
+        for name in ALL {
+            let i = implementation_of_preset(name).expect("a preset");
+            assert_eq!(preset_of(&i), Some(name));
+        }
+        let fast = implementation_of_preset(AGENT_FAST_PATH).expect("fast path");
+        assert!(fast.fast_path());
+        let info = ImplementationInfo::of(&fast);
+        assert_eq!(info.failover_bound, Some(target::FAST_PATH_BOUND));
+        assert!(info.timers.ends_with(", fast path"), "{}", info.timers);
+    }
+}
