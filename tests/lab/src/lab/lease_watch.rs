@@ -162,7 +162,12 @@ async fn watch_once(
                 .filter(|h| !h.is_empty() && kind != EventType::Deleted);
             log.lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .push(LeaseChange { at, holder, kind });
+                .push(LeaseChange {
+                    at,
+                    holder,
+                    kind,
+                    members: super::peers::members_of(&lease),
+                });
         }
     }
 }

@@ -380,6 +380,9 @@ struct LeaseChange {
     at: Instant,
     holder: Option<String>,
     kind: EventType,
+    /// Fast-path members in the `vip-agent.io/peers` annotation (`None`:
+    /// no annotation).
+    members: Option<usize>,
 }
 
 /// What runs on a node.

@@ -63,7 +63,43 @@ impl LeaseSnapshot {
     }
 }
 
+/// The number of members in `lease`'s peers annotation, if it has one.
+pub(super) fn members_of(lease: &Lease) -> Option<usize> {
+    let json = lease.metadata.annotations.as_ref()?.get(PEERS_ANNOTATION)?;
+    serde_json::from_str::<PeersRecord>(json)
+        .ok()
+        .map(|p| p.members.len())
+}
+
 impl Lab {
+    /// How long, from `from` to `to`, the Lease's peers annotation listed
+    /// fewer than every node (`at_from`: the count at `from`), as the lab's
+    /// watches saw the writes. A member out of the annotation is on the slow
+    /// path: its takeover after the leader dies takes seconds.
+    pub fn fast_path_degraded(
+        &self,
+        from: Instant,
+        at_from: Option<usize>,
+        to: Instant,
+    ) -> Duration {
+        let n = self.nodes.len();
+        let log = self
+            .lease_log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let (mut cur, mut t, mut degraded) = (at_from, from, Duration::ZERO);
+        for c in log.iter().filter(|c| c.at >= from && c.at <= to) {
+            if cur.is_some_and(|m| m < n) {
+                degraded += c.at - t;
+            }
+            (cur, t) = (c.members, c.at);
+        }
+        if cur.is_some_and(|m| m < n) {
+            degraded += to.saturating_duration_since(t);
+        }
+        degraded
+    }
+
     /// GET /metrics of node `i`'s agent (inside its namespace).
     pub fn agent_metrics(&self, i: usize) -> anyhow::Result<String> {
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, METRICS_PORT));

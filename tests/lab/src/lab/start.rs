@@ -101,6 +101,7 @@ impl Lab {
                                 at: Instant::now(),
                                 holder,
                                 kind: ev.kind,
+                                members: super::peers::members_of(&ev.object),
                             });
                     }
                 });

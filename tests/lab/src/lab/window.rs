@@ -64,6 +64,10 @@ pub struct Window {
     pub members_removed: usize,
     #[serde(default)]
     pub members_added: usize,
+    /// Seconds in which the peers annotation listed fewer than every node
+    /// (the missing ones were on the slow path).
+    #[serde(default)]
+    pub degraded_seconds: f64,
 }
 
 impl Window {
@@ -72,7 +76,7 @@ impl Window {
         format!(
             "{:.0} s: {} Lease writes ({:.2}/s), holders {:?} ({} changes, +{} transitions), \
              {} split-brain windows, ARP {}/{} answered, longest ARP gap {:.0} ms, \
-             {} fast takeovers, {} rejected peer packets, members -{} +{}, at end {:?}",
+             {} fast takeovers, {} rejected peer packets, members -{} +{} ({:.1} s not all listed), at end {:?}",
             self.seconds,
             self.lease_writes,
             self.lease_writes_per_second,
@@ -87,6 +91,7 @@ impl Window {
             self.peer_rejected,
             self.members_removed,
             self.members_added,
+            self.degraded_seconds,
             self.members_at_end,
         )
     }
@@ -154,6 +159,13 @@ impl Lab {
             longest_arp_gap_ms: gap.as_secs_f64() * 1000.0,
             fast_takeovers: self.cluster_metric(FAST_TAKEOVERS, &[]) - mark.fast_takeovers,
             peer_rejected: self.cluster_metric(PEER_REJECTED, &[]) - mark.rejected,
+            degraded_seconds: self
+                .fast_path_degraded(
+                    mark.at,
+                    mark.lease.peers.as_ref().map(|p| p.members.len()),
+                    now,
+                )
+                .as_secs_f64(),
             members_removed: self
                 .count_events_all(events::PEER_MEMBER_REMOVED)
                 .saturating_sub(mark.members_removed),
