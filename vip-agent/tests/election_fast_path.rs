@@ -33,9 +33,12 @@ fn cfg(identity: &str) -> ElectionConfig {
     }
 }
 
-/// (call time, deadline) of every lead(); follow() as `None`.
+/// (call time, deadline) of a lead(); follow() as `None`.
+type FenceCall = (MonoTime, Option<MonoTime>);
+
+/// Every call the elector made, in order.
 #[derive(Clone, Default)]
-struct RecFence(Arc<Mutex<Vec<(MonoTime, Option<MonoTime>)>>>);
+struct RecFence(Arc<Mutex<Vec<FenceCall>>>);
 
 impl Fence for RecFence {
     async fn lead(&self, deadline: MonoTime) -> anyhow::Result<()> {
