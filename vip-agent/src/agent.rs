@@ -312,9 +312,6 @@ async fn start_fast_path(
         );
     };
     let addr = std::net::SocketAddr::new(ip, args.peer_port);
-    let socket = peer::socket::bind(addr)
-        .await
-        .with_context(|| format!("binding UDP {addr} (--peer-address, --peer-port)"))?;
     let peers = Peers::new(
         identity.to_owned(),
         addr,
@@ -329,14 +326,16 @@ async fn start_fast_path(
             name: args.peer_key_secret.clone(),
         },
     };
+    // The thread ends with `shutdown` (the agent's last step).
+    peer::socket::spawn(addr, peers.clone(), shutdown.clone())
+        .with_context(|| format!("binding UDP {addr} (--peer-address, --peer-port)"))?;
     info!(address = %addr, key = %source.describe(), "fast path: peer channel bound");
     let key_task = tokio::spawn(peer::key::load_into(
         source,
         peers.clone(),
         shutdown.clone(),
     ));
-    let socket_task = tokio::spawn(peer::socket::run(socket, peers.clone(), shutdown.clone()));
-    Ok((peers, vec![key_task, socket_task]))
+    Ok((peers, vec![key_task]))
 }
 
 async fn supervise(

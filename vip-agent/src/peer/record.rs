@@ -17,8 +17,6 @@ use std::net::SocketAddr;
 use k8s_openapi::api::coordination::v1::Lease;
 use serde::{Deserialize, Serialize};
 
-use crate::election::lease;
-
 pub const ANNOTATION: &str = "vip-agent.io/peers";
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,6 +27,16 @@ pub struct Peers {
     pub released_by: Option<String>,
     #[serde(default)]
     pub members: BTreeMap<String, SocketAddr>,
+}
+
+/// The Lease's holder (empty: none), as election::lease reads it (not
+/// imported: the election depends on this module, not the other way).
+fn holder(lease: &Lease) -> Option<&str> {
+    lease
+        .spec
+        .as_ref()
+        .and_then(|s| s.holder_identity.as_deref())
+        .filter(|h| !h.is_empty())
 }
 
 /// The annotation as written (whatever holder it names); `None` when absent
@@ -42,12 +50,12 @@ pub fn read(lease: &Lease) -> Option<Peers> {
 /// (the annotation names the Lease's holder); `None` otherwise.
 pub fn members(lease: &Lease) -> Option<BTreeMap<String, SocketAddr>> {
     let p = read(lease)?;
-    (lease::holder(lease) == Some(p.holder.as_str())).then_some(p.members)
+    (holder(lease) == Some(p.holder.as_str())).then_some(p.members)
 }
 
 /// Who released `lease` through the fast path (holder empty, `releasedBy` set).
 pub fn released_by(lease: &Lease) -> Option<String> {
-    if lease::holder(lease).is_some() {
+    if holder(lease).is_some() {
         return None;
     }
     read(lease)?.released_by

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::net::UdpSocket;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::wire::{Message, WireError};
 use super::{PeerStats, Peers};
@@ -24,9 +24,61 @@ fn wall_ns() -> u64 {
         .unwrap_or(0)
 }
 
-/// Bind the peer socket (`--peer-address`:`--peer-port`).
-pub async fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
-    UdpSocket::bind(addr).await
+/// Bind the peer socket (`--peer-address`:`--peer-port`) and run it on its
+/// own thread until `shutdown`: heartbeats and acks must not wait behind the
+/// agent's other work (a leader whose elector is slow still heartbeats, so
+/// its members do not take over; that only restricts them). The thread asks
+/// for SCHED_FIFO (priority [`RT_PRIORITY`]) and runs at the normal priority
+/// when that is refused (no CAP_SYS_NICE).
+pub fn spawn(
+    addr: SocketAddr,
+    peers: Peers,
+    shutdown: CancellationToken,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let socket = std::net::UdpSocket::bind(addr)?;
+    socket.set_nonblocking(true)?;
+    std::thread::Builder::new()
+        .name("vip-peer".into())
+        .spawn(move || {
+            realtime();
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    warn!(error = %e, "fast path: no runtime for the peer thread; the slow path alone");
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                match UdpSocket::from_std(socket) {
+                    Ok(s) => run(s, peers, shutdown).await,
+                    Err(e) => warn!(error = %e, "fast path: peer socket unusable; the slow path alone"),
+                }
+            });
+        })
+}
+
+/// SCHED_FIFO priority of the peer thread (low: above every normal thread).
+pub const RT_PRIORITY: i32 = 10;
+
+fn realtime() {
+    let param = libc::sched_param {
+        sched_priority: RT_PRIORITY,
+    };
+    // SAFETY: sched_setscheduler(0, ...) changes only the calling thread's
+    // policy; `param` is a valid, initialised sched_param for the call.
+    let r = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
+    if r == 0 {
+        debug!(priority = RT_PRIORITY, "peer thread runs SCHED_FIFO");
+    } else {
+        warn!(
+            error = %std::io::Error::last_os_error(),
+            "peer thread at normal priority (SCHED_FIFO refused: grant CAP_SYS_NICE); under CPU \
+             pressure heartbeats may be late and members take over spuriously"
+        );
+    }
 }
 
 async fn send(socket: &UdpSocket, peers: &Peers, out: Vec<(SocketAddr, Message)>) {

@@ -4,6 +4,11 @@
 
 use super::*;
 
+/// One fast takeover attempt waits this long for the API, then tries again:
+/// when the dead node led etcd, no write commits until etcd has elected
+/// another leader (about 1 to 2 s), and short attempts find it sooner.
+const FAST_TAKEOVER_TIMEOUT: Duration = Duration::from_millis(300);
+
 impl<S: LeaseStore, F: Fence, C: Clock> Elector<'_, S, F, C> {
     /// Forget the watch and reconnect at `at`.
     fn drop_watch(&mut self, at: MonoTime) {
@@ -350,7 +355,8 @@ impl<S: LeaseStore, F: Fence, C: Clock> Elector<'_, S, F, C> {
                 members,
             },
         );
-        let res = call(&self.status, self.store.replace(&l), cfg.request_timeout()).await;
+        let timeout = cfg.request_timeout().min(FAST_TAKEOVER_TIMEOUT);
+        let res = call(&self.status, self.store.replace(&l), timeout).await;
         match res {
             Ok(l) => {
                 let from = p.promise_until(None).saturating_add(p.timing().margin);
@@ -397,8 +403,16 @@ impl<S: LeaseStore, F: Fence, C: Clock> Elector<'_, S, F, C> {
                         }
                     }
                     e => {
+                        // A timeout is usually etcd electing a leader (the
+                        // dead node led it): try again at once. If the
+                        // timed-out write did commit, the record names us
+                        // and the other members take over from our silence.
                         warn!(identity = %cfg.identity, error = %e, "fast takeover failed; retrying");
-                        self.retry_at = self.now().saturating_add(cfg.retry_period);
+                        self.retry_at = if e == StoreError::Timeout {
+                            self.now()
+                        } else {
+                            self.now().saturating_add(cfg.retry_period)
+                        };
                     }
                 }
                 Ok(None)
