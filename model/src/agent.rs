@@ -55,6 +55,13 @@ impl PeerPromises {
                 if lead.last_hb.is_none_or(|t| t < self.clock(s, i)) {
                     actions.push(Action::Heartbeat(me));
                 }
+                // Rule 9: only once the fence could have opened (so every
+                // stale fence is closed, through our own promises).
+                let settled = self.variant.early_release() || self.clock(s, i) >= lead.answer_from;
+                let may_release = self.params.release && self.params.release_by & bit(i) != 0;
+                if may_write && a.known.is_some() && may_release && settled {
+                    actions.push(Action::Release(me));
+                }
                 if let (true, Some((record, _))) = (may_write, a.known) {
                     if self.params.renew {
                         actions.push(Action::Renew(me));
@@ -75,6 +82,13 @@ impl PeerPromises {
                     actions.push(Action::Read(me));
                 }
                 let may_take = may_write && self.params.takeover_by & bit(i) != 0;
+                let may_acquire = may_write && self.params.acquire_by & bit(i) != 0;
+                if let (true, Some((record, _))) = (may_acquire && self.params.release, a.known)
+                    && record.holder.is_none()
+                    && record.released_by.is_some()
+                {
+                    actions.push(Action::AcquireReleased(me));
+                }
                 if let (true, Some((record, observed))) = (may_take, a.known) {
                     if record.lists(i) && record.holder.is_some_and(|h| usize::from(h) != i) {
                         actions.push(Action::FastTakeover(me));
@@ -160,6 +174,7 @@ impl PeerPromises {
             Action::Heartbeat(me) => {
                 let i = usize::from(me);
                 let t = self.clock(&s, i);
+                let v = s.agents[i].known?.0.version;
                 s.agents[i].lead.as_mut()?.last_hb = Some(t);
                 for j in (0..N).filter(|&j| j != i) {
                     self.send(
@@ -168,6 +183,7 @@ impl PeerPromises {
                             from: me,
                             to: id(j),
                             t,
+                            v,
                         },
                     );
                 }
@@ -233,6 +249,35 @@ impl PeerPromises {
                 };
                 self.cas(&mut s, me, kind, record, new);
             }
+            Action::Release(me) => {
+                let i = usize::from(me);
+                let clock = self.clock(&s, i);
+                let (record, _) = s.agents[i].known?;
+                let a = &mut s.agents[i];
+                a.lead.as_ref()?;
+                // Stop leading: no more heartbeats or refreshes; ack again.
+                a.lead = None;
+                if self.variant != Variant::ReleaseBeforeFenceClosed {
+                    // The fence is closed before the release is sent.
+                    a.fence = a.fence.min(clock);
+                }
+                let new = Record {
+                    holder: None,
+                    members: 0,
+                    ..record
+                };
+                self.cas(&mut s, me, CasKind::Release, record, new);
+            }
+            Action::AcquireReleased(me) => {
+                let (record, _) = s.agents[usize::from(me)].known?;
+                let by = record.released_by?;
+                let new = Record {
+                    holder: Some(me),
+                    members: bit(me.into()),
+                    ..record
+                };
+                self.cas(&mut s, me, CasKind::Acquire(by), record, new);
+            }
             Action::Freeze(me) => self.fault(&mut s, me, |a| a.proc = Proc::Frozen),
             // Thaw, restart and heal end a fault; only its start is counted.
             Action::Thaw(me) => s.agents[usize::from(me)].proc = Proc::Up,
@@ -254,7 +299,9 @@ impl PeerPromises {
                 a.proc = Proc::Up;
                 // Adopt the pins and fence every entry first.
                 a.fence = a.fence.min(clock);
-                a.promise_until = wait;
+                // A new process: no promise remembered, the floor covers them.
+                a.promises = [0; N];
+                a.floor = wait;
             }
             Action::Cut(link) => {
                 s.cut |= link;
@@ -275,6 +322,7 @@ impl PeerPromises {
         let sent = self.clock(s, me.into());
         let new = Record {
             version: expect.version + 1,
+            released_by: (kind == CasKind::Release).then_some(me),
             ..new
         };
         s.agents[usize::from(me)].pending = Some(Pending::Cas { sent, kind, new });
@@ -291,13 +339,21 @@ impl PeerPromises {
 
     fn deliver(&self, s: &mut State, msg: Msg) {
         match msg {
-            Msg::Hb { from, to, t } => {
+            Msg::Hb { from, to, t, v } => {
                 let i = usize::from(to);
                 let clock = self.clock(s, i);
                 let a = &mut s.agents[i];
-                if a.lead.is_none() && !a.pending.is_some_and(|p| p.taking_over()) {
-                    // The promise is recorded before the ack leaves.
-                    a.promise_until = a.promise_until.max(clock + self.params.p);
+                // Rule 1: no ack for a heartbeat older than the newest record
+                // known (a successor never props up the leadership it
+                // replaced), nor before the first read after a start.
+                let current = self.variant == Variant::AckStaleHeartbeats
+                    || a.known.is_some_and(|(k, _)| v >= k.version);
+                if current && a.lead.is_none() && !a.pending.is_some_and(|p| p.taking_over()) {
+                    // The promise is recorded before the ack leaves, per
+                    // leader (one slot when no rule reads them apart).
+                    let slot = if self.params.release { from.into() } else { 0 };
+                    let promise = &mut a.promises[slot];
+                    *promise = (*promise).max(clock + self.params.p);
                     self.send(
                         s,
                         Msg::Ack {
@@ -362,6 +418,13 @@ impl PeerPromises {
                     step_down(a);
                 }
             }
+            Pending::Cas {
+                kind: CasKind::Release,
+                ..
+            } => {
+                // Closed already, or (variant h) only now.
+                a.fence = a.fence.min(clock);
+            }
             Pending::Cas { .. } if !ok => {
                 if a.lead.is_some() {
                     step_down(a);
@@ -370,17 +433,23 @@ impl PeerPromises {
             Pending::Cas { kind, .. } => {
                 let deadline = sent + self.params.rd;
                 match kind {
-                    CasKind::Fast | CasKind::Slow => {
+                    CasKind::Fast | CasKind::Slow | CasKind::Acquire(_) => {
+                        let (via, except) = match kind {
+                            CasKind::Fast => (Via::Fast, None),
+                            CasKind::Acquire(l) => (Via::Released, Some(l)),
+                            _ => (Via::Slow, None),
+                        };
+                        let ignore_all = self.variant == Variant::AnswerRightAfterCas
+                            || (via == Via::Released
+                                && self.variant == Variant::IgnoreAllPromisesAfterRelease);
                         a.lead = Some(Lead {
-                            via: if kind == CasKind::Fast {
-                                Via::Fast
-                            } else {
-                                Via::Slow
-                            },
-                            answer_from: if self.variant == Variant::AnswerRightAfterCas {
+                            via,
+                            // Rules 4, 5 and 9: no earlier than our own
+                            // promises (but to a leader that released) + eps.
+                            answer_from: if ignore_all {
                                 0
                             } else {
-                                a.promise_until + self.params.eps
+                                a.promise_until(except) + self.params.eps
                             },
                             api_deadline: deadline,
                             acks: [None; N],
@@ -388,6 +457,7 @@ impl PeerPromises {
                             last_hb: None,
                         });
                     }
+                    CasKind::Release => {}
                     CasKind::Renew | CasKind::Add(_) | CasKind::Remove(_) => {
                         let Some(lead) = a.lead.as_mut() else { return };
                         lead.api_deadline = lead.api_deadline.max(deadline);

@@ -51,6 +51,30 @@ pub enum Variant {
     /// (e) A member that has not acked yet does not hold the leader's fence
     /// shut (the new leader opens on `S + rd` before its members acked it).
     UnackedMemberIgnored,
+    /// (f) Rule 9 without its wait: a leader releases as soon as its fence is
+    /// closed, also before its own `answer_from` (e.g. shut down right after
+    /// a fast takeover).
+    ReleaseBeforeAnswerFrom,
+    /// (g) The acquirer of a released record answers at once, ignoring its
+    /// promises to every leader (the leader released before `answer_from`).
+    IgnoreAllPromisesAfterRelease,
+    /// (h) The leader sends the release CAS first and closes its fence only
+    /// when the answer arrives.
+    ReleaseBeforeFenceClosed,
+    /// (i) Rule 1 as first written: an agent acks every heartbeat, also one
+    /// older than the newest record it knows (a stale leader's, even after
+    /// this agent replaced that leader, and before its first read).
+    AckStaleHeartbeats,
+}
+
+impl Variant {
+    /// Whether a leader may release before its own `answer_from`.
+    fn early_release(self) -> bool {
+        matches!(
+            self,
+            Self::ReleaseBeforeAnswerFrom | Self::IgnoreAllPromisesAfterRelease
+        )
+    }
 }
 
 /// Time constants (clock units; 10 units is one real tick at the nominal
@@ -85,6 +109,15 @@ pub struct Params {
     pub faults: Faults,
     /// Messages in flight at most; a send beyond it is a loss.
     pub max_msgs: usize,
+    /// Rule 9: leaders may release, and a released record may be acquired
+    /// at once. Off, the state is as before rule 9 (one promise slot).
+    pub release: bool,
+    /// Which leaders may release, and which agents may acquire a released
+    /// record (bit sets).
+    pub release_by: u8,
+    pub acquire_by: u8,
+    /// The members of the initial record (agent 0, the holder, always is).
+    pub initial_members: u8,
 }
 
 impl Params {
@@ -106,6 +139,10 @@ impl Params {
             member_changes: true,
             faults: Faults::ALL,
             max_msgs: 3,
+            release: false,
+            release_by: 0b111,
+            acquire_by: 0b111,
+            initial_members: 0b111,
         }
     }
 }
@@ -162,6 +199,13 @@ impl PeerPromises {
         state.agents[i].fence > self.clock(state, i)
     }
 
+    /// Whether an agent that became leader `via` answers.
+    pub fn answers_via(&self, state: &State, via: Via) -> bool {
+        (0..N).any(|i| {
+            self.answering(state, i) && state.agents[i].lead.as_ref().is_some_and(|l| l.via == via)
+        })
+    }
+
     /// The agents answering in `state`.
     pub fn answerers(&self, state: &State) -> Vec<usize> {
         (0..N).filter(|&i| self.answering(state, i)).collect()
@@ -192,13 +236,10 @@ impl Model for PeerPromises {
                 m.answerers(s).len() <= 1
             }),
             Property::sometimes("fast takeover answers", |m: &Self, s: &State| {
-                (0..N).any(|i| {
-                    m.answering(s, i)
-                        && s.agents[i]
-                            .lead
-                            .as_ref()
-                            .is_some_and(|l| l.via == Via::Fast)
-                })
+                m.answers_via(s, Via::Fast)
+            }),
+            Property::sometimes("released record acquirer answers", |m: &Self, s: &State| {
+                m.answers_via(s, Via::Released)
             }),
         ]
     }
@@ -220,7 +261,10 @@ impl PeerPromises {
                     let role = match (&a.lead, a.proc) {
                         (_, Proc::Down) => "down".to_owned(),
                         (Some(l), p) => format!("lead {:?}{}", l.via, frozen(p)),
-                        (None, p) => format!("promise<{}{}", a.promise_until, frozen(p)),
+                        (None, p) if self.params.release => {
+                            format!("promise<{:?} floor {}{}", a.promises, a.floor, frozen(p))
+                        }
+                        (None, p) => format!("promise<{}{}", a.promise_until(None), frozen(p)),
                     };
                     format!(
                         "a{i}[clk {} fence {} {role}]",
@@ -229,8 +273,12 @@ impl PeerPromises {
                     )
                 })
                 .collect();
+            let released = match state.store.released_by {
+                Some(l) => format!(" released by {l}"),
+                None => String::new(),
+            };
             out.push_str(&format!(
-                "  t={} v{} holder {:?} members {:03b} | {} | answering {:?}\n",
+                "  t={} v{} holder {:?}{released} members {:03b} | {} | answering {:?}\n",
                 state.now,
                 state.store.version,
                 state.store.holder,

@@ -11,6 +11,9 @@ pub struct Record {
     pub holder: Option<u8>,
     pub members: u8,
     pub version: u8,
+    /// Rule 9: a release by leader `l` writes holder `None`, members 0 and
+    /// `released_by: Some(l)`; every other write clears it.
+    pub released_by: Option<u8>,
 }
 
 impl Record {
@@ -36,6 +39,8 @@ pub enum Via {
     Fast,
     /// Slow path: CAS at observed + lease duration.
     Slow,
+    /// Rule 9: at once, by CAS on a record released by another leader.
+    Released,
 }
 
 /// Leader-only state.
@@ -63,6 +68,10 @@ pub enum CasKind {
     Add(u8),
     Fast,
     Slow,
+    /// Acquire a record released by this leader (rule 9), at once.
+    Acquire(u8),
+    /// Give the Lease back (rule 9): holder none, released by us.
+    Release,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -89,7 +98,7 @@ impl Pending {
         matches!(
             self,
             Self::Cas {
-                kind: CasKind::Fast | CasKind::Slow,
+                kind: CasKind::Fast | CasKind::Slow | CasKind::Acquire(_),
                 ..
             }
         )
@@ -101,13 +110,28 @@ pub struct Agent {
     pub proc: Proc,
     /// The kernel fence: answers while `fence > clock`. Survives freeze and crash.
     pub fence: u16,
-    /// No answer before this (own clock): the latest promise made (receive
-    /// time + P), or start + P after a restart.
-    pub promise_until: u16,
+    /// Per leader whose heartbeat this agent acked: receive time + P of the
+    /// newest (own clock). Only rule 9 reads one leader's entry; without
+    /// releases (`Params::release` off) every promise is kept in slot 0, the
+    /// maximum being all that any rule reads (fewer distinct states).
+    pub promises: [u16; N],
+    /// The restart floor (rule 6): start + P, which counts for every leader.
+    pub floor: u16,
     /// The latest record seen and the local time it was first observed.
     pub known: Option<(Record, u16)>,
     pub lead: Option<Lead>,
     pub pending: Option<Pending>,
+}
+
+impl Agent {
+    /// Rules 5, 6 and 9: no answer before this (own clock), the latest
+    /// promise to any leader but `except`, and the restart floor.
+    pub fn promise_until(&self, except: Option<u8>) -> u16 {
+        (0..N)
+            .filter(|&l| except.is_none_or(|x| usize::from(x) != l))
+            .map(|l| self.promises[l])
+            .fold(self.floor, u16::max)
+    }
 }
 
 /// Messages. Peer messages are authenticated (the model never forges one) and
@@ -115,10 +139,12 @@ pub struct Agent {
 /// request's send time so a late answer is matched to its request only.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Msg {
+    /// `v`: the version of the sender's latest successful write.
     Hb {
         from: u8,
         to: u8,
         t: u16,
+        v: u8,
     },
     Ack {
         from: u8,
@@ -169,38 +195,48 @@ impl State {
     /// Steady state at time 0: agent 0 holds the Lease (renewed at 0), all
     /// three are members, 1 and 2 acked heartbeat 0 at time 0.
     pub fn initial(params: &Params, rates: u8) -> Self {
+        let members = params.initial_members | 1;
         let record = Record {
             holder: Some(0),
-            members: 0b111,
+            members,
             version: 1,
+            released_by: None,
         };
-        let follower = Agent {
+        // A member acked heartbeat 0 (its promise to leader 0 is P); an
+        // agent not listed never did.
+        let follower = |i: usize| Agent {
             proc: Proc::Up,
             fence: 0,
-            promise_until: params.p,
+            promises: if record.lists(i) {
+                [params.p, 0, 0]
+            } else {
+                [0; N]
+            },
+            floor: 0,
             known: Some((record, 0)),
             lead: None,
             pending: None,
         };
+        let acks = [0, 1, 2].map(|i| (i > 0 && record.lists(i)).then_some(0));
         let leader = Agent {
             fence: params.rd.min(params.p - params.eps),
-            promise_until: 0,
+            promises: [0; N],
             lead: Some(Lead {
                 via: Via::Initial,
                 answer_from: 0,
                 api_deadline: params.rd,
-                acks: [None, Some(0), Some(0)],
-                fence_members: 0b110,
+                acks,
+                fence_members: members & !1,
                 last_hb: Some(0),
             }),
-            ..follower.clone()
+            ..follower(0)
         };
         Self {
             now: 0,
             rates,
             faults: 0,
             store: record,
-            agents: [leader, follower.clone(), follower],
+            agents: [leader, follower(1), follower(2)],
             net: BTreeSet::new(),
             cut: 0,
         }
@@ -229,6 +265,11 @@ pub enum Action {
     GiveUp(u8),
     FastTakeover(u8),
     SlowTakeover(u8),
+    /// Rule 9: a leader closes its fence, then CASes holder none, released
+    /// by itself, members none.
+    Release(u8),
+    /// Rule 9: CAS on a known record released by another agent, at once.
+    AcquireReleased(u8),
     Freeze(u8),
     Thaw(u8),
     Crash(u8),

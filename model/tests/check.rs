@@ -8,6 +8,8 @@ use stateright::{Checker, HasDiscoveries, Model};
 use vip_model::{Faults, Params, PeerPromises, Variant};
 
 const SPLIT_BRAIN: &str = "no split brain";
+const FAST: &str = "fast takeover answers";
+const RELEASED: &str = "released record acquirer answers";
 
 /// Steps explored for the full model (every fault kind).
 const FULL_ACTIONS: usize = 7;
@@ -15,13 +17,17 @@ const FULL_ACTIONS: usize = 7;
 /// At most this many steps for the correct protocol in a variant's scope.
 const SCOPE_ACTIONS: usize = 11;
 
+/// Steps for the correct protocol in the narrow release scope: (i) is found
+/// at 16.
+const RELEASE_SCOPE_ACTIONS: usize = 16;
+
 /// Steps explored without faults: a fast takeover answers after 8.
 const DEEP_ACTIONS: usize = 8;
 
 /// Runs the correct protocol over every behaviour of at most `actions`
 /// steps (each a tick, a delivery, a send or a fault) and fails on a split
-/// brain. Returns whether a fast takeover answered.
-fn check_correct(name: &str, params: Params, actions: usize) -> bool {
+/// brain. Returns the reachability properties (`sometimes`) it reached.
+fn check_correct(name: &str, params: Params, actions: usize) -> Vec<&'static str> {
     let model = PeerPromises::new(Variant::Correct, params);
     let start = Instant::now();
     // stateright counts the initial state as depth 1 and checks the states
@@ -45,13 +51,14 @@ fn check_correct(name: &str, params: Params, actions: usize) -> bool {
             model.explain(&path)
         );
     }
-    match checker.discovery("fast takeover answers") {
-        Some(path) => {
-            eprintln!("a fast takeover ({name}):\n{}", model.explain(&path));
-            true
+    let mut reached = Vec::new();
+    for property in [FAST, RELEASED] {
+        if let Some(path) = checker.discovery(property) {
+            eprintln!("{property} ({name}):\n{}", model.explain(&path));
+            reached.push(property);
         }
-        None => false,
     }
+    reached
 }
 
 /// The full model: every fault kind (one fault begun per run), renewals,
@@ -70,7 +77,7 @@ fn correct_protocol_fails_over_fast_without_split_brain() {
         ..Params::small()
     };
     assert!(
-        check_correct("no faults", params, DEEP_ACTIONS),
+        check_correct("no faults", params, DEEP_ACTIONS).contains(&FAST),
         "the bound is trivial: no fast takeover ever answers"
     );
 }
@@ -80,6 +87,9 @@ fn correct_protocol_fails_over_fast_without_split_brain() {
 /// them; two ticks of real time): the breadth-first search then reaches the bug's depth in seconds
 /// and the trace it prints is the shortest within that scope.
 fn scoped(variant: Variant) -> Params {
+    if is_release(variant) {
+        return release_scope(variant);
+    }
     // (e) needs a second takeover, from the first new leader, a tick later.
     let second = variant == Variant::UnackedMemberIgnored;
     Params {
@@ -93,6 +103,48 @@ fn scoped(variant: Variant) -> Params {
         max_time: if second { 3 } else { 2 },
         ..Params::small()
     }
+}
+
+fn is_release(variant: Variant) -> bool {
+    matches!(
+        variant,
+        Variant::ReleaseBeforeAnswerFrom
+            | Variant::IgnoreAllPromisesAfterRelease
+            | Variant::ReleaseBeforeFenceClosed
+            | Variant::AckStaleHeartbeats
+    )
+}
+
+/// Rule 9's scope: releases on, agent 1 may take over fast and agents 1 and 2
+/// may acquire a released record, no renewals, member changes or faults
+/// (agent 0 that does nothing is as good as frozen), two ticks, three writes.
+/// For (f) agent 2 is not in the initial record: it never acked agent 0.
+fn release_scope(variant: Variant) -> Params {
+    let hole = narrow(variant);
+    Params {
+        takeover_by: if hole { 0b010 } else { 0b110 },
+        release_by: if hole { 0b010 } else { 0b111 },
+        acquire_by: if hole { 0b100 } else { 0b110 },
+        renew: false,
+        member_changes: false,
+        faults: Faults::NONE,
+        max_time: 2,
+        max_version: 4,
+        release: true,
+        initial_members: if hole { 0b011 } else { 0b111 },
+        ..Params::small()
+    }
+}
+
+/// (f) and (i) share a narrower scope: agent 2 is not in the initial record
+/// (it never acked agent 0), only agent 1 takes over and releases, only agent
+/// 2 acquires. The correct protocol is checked there once, deeper than both
+/// bugs ([`rule_9_holds_in_the_narrow_scope`]).
+fn narrow(variant: Variant) -> bool {
+    matches!(
+        variant,
+        Variant::ReleaseBeforeAnswerFrom | Variant::AckStaleHeartbeats
+    )
 }
 
 fn finds_split_brain(variant: Variant) {
@@ -114,10 +166,19 @@ fn finds_split_brain(variant: Variant) {
         start.elapsed(),
         model.explain(&path)
     );
+    if narrow(variant) {
+        return;
+    }
     // The same scope, the correct protocol, as deep as the bug (at most
     // SCOPE_ACTIONS, to stay in the time budget).
     let steps = path.into_actions().len().min(SCOPE_ACTIONS);
-    check_correct(&format!("scope of {variant:?}"), scoped(variant), steps);
+    let reached = check_correct(&format!("scope of {variant:?}"), scoped(variant), steps);
+    if is_release(variant) {
+        assert!(
+            reached.contains(&RELEASED),
+            "{variant:?}'s scope is trivial: no acquirer of a released record answers"
+        );
+    }
 }
 
 #[test]
@@ -143,6 +204,39 @@ fn a_new_leader_opening_before_its_members_acked_is_caught() {
 #[test]
 fn a_restarted_agent_answering_without_waiting_p_is_caught() {
     finds_split_brain(Variant::RestartNoWait);
+}
+
+#[test]
+fn rule_9_releasing_before_answer_from_is_caught() {
+    finds_split_brain(Variant::ReleaseBeforeAnswerFrom);
+}
+
+#[test]
+fn rule_9_ignoring_every_promise_after_an_early_release_is_caught() {
+    finds_split_brain(Variant::IgnoreAllPromisesAfterRelease);
+}
+
+#[test]
+fn rule_9_releasing_before_the_fence_is_closed_is_caught() {
+    finds_split_brain(Variant::ReleaseBeforeFenceClosed);
+}
+
+#[test]
+fn acking_a_heartbeat_older_than_the_known_record_is_caught() {
+    finds_split_brain(Variant::AckStaleHeartbeats);
+}
+
+/// The correct protocol in the scope of (f) and (i), as deep as the deeper
+/// of them; an acquirer of a released record does answer there (after agent
+/// 1 took over fast and released at its `answer_from`).
+#[test]
+fn rule_9_holds_in_the_narrow_scope() {
+    let params = release_scope(Variant::ReleaseBeforeAnswerFrom);
+    let reached = check_correct("narrow release scope", params, RELEASE_SCOPE_ACTIONS);
+    assert!(
+        reached.contains(&RELEASED),
+        "the narrow scope is trivial: no acquirer of a released record answers"
+    );
 }
 
 /// The checker's model is deterministic in what it enables: a smoke test of
