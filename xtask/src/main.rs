@@ -145,12 +145,17 @@ fn main() -> anyhow::Result<()> {
             demo(&control_plane)
         }
         Cmd::Bench { args } => {
-            // `bench failover` runs on the real control plane unless told otherwise.
+            // `bench failover` and `bench stability` run on the real control
+            // plane unless told otherwise.
             let embedded = args
                 .windows(2)
                 .any(|w| w[0] == "--control-plane" && w[1] == "embedded")
                 || args.iter().any(|a| a == "--control-plane=embedded");
-            if args.first().is_some_and(|a| a == "failover") && !embedded {
+            if args
+                .first()
+                .is_some_and(|a| a == "failover" || a == "stability")
+                && !embedded
+            {
                 setup()?;
             } else {
                 setup_core()?;

@@ -127,6 +127,7 @@ pub(in crate::election) async fn run_linked<S: LeaseStore, F: Fence, C: Clock>(
         watch_opened_at: now,
         narrator: Narrator::new(events, &cfg.identity),
         peers,
+        release_not_before: None,
     };
     info!(
         identity = %cfg.identity,
@@ -188,6 +189,8 @@ struct Elector<'a, S, F, C> {
     narrator: Narrator,
     /// The fast path, when on.
     peers: Option<Peers>,
+    /// Fast path, rule 9: a leader releases no earlier than its `answer_from`.
+    release_not_before: Option<MonoTime>,
 }
 
 /// One API request, counted, bounded by `timeout`. (A free function so that
@@ -207,6 +210,9 @@ async fn call<T>(
 /// The fast path learns the record: the members it lists, and where to say
 /// Hello when it does not list this agent.
 fn observe_peers(peers: &Peers, lease: &Lease, me: &str) {
+    if let Some(rv) = &lease.metadata.resource_version {
+        peers.set_known_rv(rv);
+    }
     let members = peer::record::members(lease);
     peers.set_members_seen(members.as_ref().map_or(0, |m| m.len()));
     let hello_to = members.and_then(|m| {

@@ -175,6 +175,11 @@ impl Peers {
         self.state().last_heartbeat(holder)
     }
 
+    /// The resourceVersion of a record just read (rule 1).
+    pub fn set_known_rv(&self, rv: &str) {
+        self.state().set_known_rv(rv);
+    }
+
     /// Where to say Hello (the holder, when the record does not list us).
     pub fn set_hello_to(&self, to: Option<SocketAddr>) {
         self.state().hello_to = to;

@@ -83,6 +83,19 @@ pub struct State {
     pub hello_to: Option<SocketAddr>,
     rx_seq: HashMap<(String, Kind), u64>,
     tx_seq: u64,
+    /// The resourceVersion of the newest record this agent knows; `None`
+    /// before its first read (rule 1: no ack before it).
+    known_rv: Option<String>,
+}
+
+/// Whether resourceVersion `a` is older than `b`. The API server's are etcd
+/// revisions (numbers); anything else is compared for equality only, which
+/// refuses more acks, never fewer.
+pub fn older(a: &str, b: &str) -> bool {
+    match (a.parse::<u64>(), b.parse::<u64>()) {
+        (Ok(a), Ok(b)) => a < b,
+        _ => a != b,
+    }
 }
 
 impl State {
@@ -101,6 +114,18 @@ impl State {
             hello_to: None,
             rx_seq: HashMap::new(),
             tx_seq: 0,
+            known_rv: None,
+        }
+    }
+
+    /// The newest record this agent has read (rule 1).
+    pub fn set_known_rv(&mut self, rv: &str) {
+        let newer = self
+            .known_rv
+            .as_deref()
+            .is_none_or(|k| older(k, rv) || k == rv);
+        if newer || rv.parse::<u64>().is_err() {
+            self.known_rv = Some(rv.to_owned());
         }
     }
 
@@ -266,6 +291,15 @@ impl State {
                 if !self.acking || self.leading.is_some() {
                     return (false, None);
                 }
+                // Rule 1: no promise to a leader older than the newest
+                // record we know (variant (i)), nor before our first read.
+                match &self.known_rv {
+                    Some(k) if !older(&resource_version, k) => {}
+                    _ => {
+                        PeerStats::count(&stats.rejected_stale);
+                        return (false, None);
+                    }
+                }
                 // Rule 1: the promise first, then the ack.
                 let until = now.saturating_add(self.promise);
                 let p = self.promises.entry(msg.sender.clone()).or_insert(until);
@@ -343,26 +377,46 @@ mod tests {
             MonoTime(0).saturating_add(P),
             "rule 6"
         );
-        let (_, reply) = m.receive(hb(1, "a", 5), addr(1), MonoTime(1_000_000_000), 1, &stats);
+        // Before its first read an agent acks nothing (rule 1).
+        let (_, reply) = m.receive(hb(1, "a", 5), addr(1), MonoTime(1), 1, &stats);
+        assert!(reply.is_none());
+        m.set_known_rv("1");
+        let (_, reply) = m.receive(hb(2, "a", 5), addr(1), MonoTime(1_000_000_000), 1, &stats);
         let (to, ack) = reply.expect("acked");
         assert_eq!(to, addr(1));
-        assert!(matches!(ack.body, Body::Ack { n: 1, t_n: 5, .. }));
+        assert!(matches!(ack.body, Body::Ack { n: 2, t_n: 5, .. }));
         let promised = MonoTime(1_000_000_000).saturating_add(P);
         assert_eq!(m.promise_until(None), promised);
         assert_eq!(m.last_heartbeat("a"), Some(MonoTime(1_000_000_000)));
         // Rule 9: a leader that released does not hold us back.
         assert_eq!(m.promise_until(Some("a")), MonoTime(0).saturating_add(P));
         // Replayed: refused and counted, no new promise.
-        let (_, reply) = m.receive(hb(1, "a", 5), addr(1), MonoTime(2_000_000_000), 2, &stats);
+        let (_, reply) = m.receive(hb(2, "a", 5), addr(1), MonoTime(2_000_000_000), 2, &stats);
         assert!(reply.is_none());
         assert_eq!(stats.rejected_replay.load(Ordering::Relaxed), 1);
         assert_eq!(m.promise_until(None), promised);
+        // A stale leader (its record is older than ours): no ack (variant i).
+        m.set_known_rv("9");
+        let (_, reply) = m.receive(hb(3, "a", 6), addr(1), MonoTime(2_500_000_000), 3, &stats);
+        assert!(reply.is_none());
+        assert_eq!(m.promise_until(None), promised);
+        m.set_known_rv("1");
+        assert_eq!(m.known_rv.as_deref(), Some("9"), "never goes back");
         // Taking over: no acks, no promises.
         m.set_acking(false);
-        let (_, reply) = m.receive(hb(2, "a", 6), addr(1), MonoTime(3_000_000_000), 3, &stats);
+        let (_, reply) = m.receive(hb(4, "a", 7), addr(1), MonoTime(3_000_000_000), 4, &stats);
         assert!(reply.is_none());
         assert_eq!(m.promise_until(None), promised);
         assert_eq!(m.last_heartbeat("a"), Some(MonoTime(3_000_000_000)));
+    }
+
+    #[test]
+    fn resource_versions_compare_as_numbers_else_by_equality() {
+        assert!(older("9", "10"));
+        assert!(!older("10", "9"));
+        assert!(!older("10", "10"));
+        assert!(older("abc", "abd"));
+        assert!(!older("abc", "abc"));
     }
 
     #[test]

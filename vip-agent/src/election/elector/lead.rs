@@ -55,9 +55,21 @@ impl<S: LeaseStore, F: Fence, C: Clock> Elector<'_, S, F, C> {
             error!(identity = %self.cfg.identity, error = %format!("{e:#}"), "fence.follow() failed; NOT releasing the lease (the fence deadline still expires by itself)");
             return Err(e);
         }
+        if let (Some(p), Some(rv)) = (&self.peers, &lease.metadata.resource_version) {
+            p.set_known_rv(rv);
+        }
         if release {
+            // Rule 9: not before our own answer_from (until then another
+            // fence may still be open on promises; variant (f)). At most
+            // P + eps, with our fence closed.
+            if let Some(t) = self.release_not_before.take()
+                && t > self.now()
+            {
+                tokio::time::sleep_until(self.instant_at(t)).await;
+            }
             self.release(lease, &why).await;
         }
+        self.release_not_before = None;
         Ok(())
     }
 

@@ -11,8 +11,9 @@ use std::pin::Pin;
 use super::*;
 use crate::peer::fence;
 
-/// A candidate removed or added is not added again before this.
-const REJOIN_EVERY: Duration = Duration::from_secs(10);
+/// A candidate removed or added is not added again before this (a member
+/// whose acks come and go costs at most 2 writes per period).
+const REJOIN_EVERY: Duration = Duration::from_secs(3);
 /// After a failed write, the next one: soon, because with the fast path the
 /// retry period is half the renew deadline.
 const RETRY_FAILED_WRITE: Duration = Duration::from_millis(200);
@@ -56,6 +57,7 @@ impl<'a, S: LeaseStore, F: Fence, C: Clock> Elector<'a, S, F, C> {
         let me = cfg.identity.clone();
         let promise_less_margin = timing.promise.saturating_sub(timing.margin);
         crate::timing::lease_acquired();
+        self.release_not_before = Some(answer_from);
         // The members our successful writes listed, and the ones the fence
         // waits for: those plus any in a write not known to have failed
         // (rule 3: an add counts from its send, a removal from its success).
