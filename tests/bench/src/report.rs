@@ -23,6 +23,11 @@ pub mod target {
     /// run. A takeover is ~110 ms; a link cut of etcd's leader adds etcd's
     /// election (~1 s); the slow path takes lease + retry (~4 s).
     pub const FAST_PATH_BOUND: Duration = Duration::from_secs(2);
+    /// The fast path's goal (issue 10) for crash, freeze and link cut: ARP
+    /// outage median at most this...
+    pub const FAST_PATH_MEDIAN: Duration = Duration::from_millis(150);
+    /// ...and every run at most this.
+    pub const FAST_PATH_MAX: Duration = Duration::from_millis(250);
     /// Scenarios bounded by lease + retry + slack (fast path: its bound).
     pub const FAILOVER_SCENARIOS: [&str; 3] = ["crash", "freeze", "link-cut"];
     /// Scenarios in which vip-agent must beat keepalived at comparable settings.
@@ -481,6 +486,46 @@ impl BenchReport {
                             format!("ARP max {}, TCP max {}", fmt_max(s.arp), fmt_max(s.tcp))
                         } else {
                             problems.join("; ")
+                        },
+                    });
+                }
+            }
+            // 2b. The fast path's goal: ARP outage median <= 150 ms, max <=
+            // 250 ms in crash, freeze and link cut; takeover reported beside.
+            if imp.failover_bound == Some(target::FAST_PATH_BOUND) {
+                for scenario in target::FAILOVER_SCENARIOS {
+                    let Some(s) = self.get(&imp.label, scenario) else {
+                        continue;
+                    };
+                    let mut problems = Vec::new();
+                    match s.arp {
+                        Some(st) => {
+                            if st.median > target::FAST_PATH_MEDIAN {
+                                problems.push(format!("ARP median {}", fmt_ms(st.median)));
+                            }
+                            if st.max > target::FAST_PATH_MAX {
+                                problems.push(format!("ARP max {}", fmt_ms(st.max)));
+                            }
+                        }
+                        None => problems.push("no ARP outage measured".to_owned()),
+                    }
+                    let facts = format!(
+                        "ARP {}, takeover {}",
+                        fmt_stats(s.arp),
+                        fmt_stats(s.takeover)
+                    );
+                    out.push(TargetResult {
+                        name: format!(
+                            "{}: {scenario} ARP outage median <= {} and max <= {} (issue 10)",
+                            imp.label,
+                            fmt_ms(target::FAST_PATH_MEDIAN),
+                            fmt_ms(target::FAST_PATH_MAX)
+                        ),
+                        pass: problems.is_empty(),
+                        detail: if problems.is_empty() {
+                            facts
+                        } else {
+                            format!("{}; {facts}", problems.join("; "))
                         },
                     });
                 }
