@@ -38,6 +38,8 @@ pub mod target {
 /// implementation of each.
 pub mod preset;
 
+mod fast_path;
+
 pub use preset::{implementation_of_preset, keepalived_default, keepalived_fast, preset_of};
 
 /// median / p95 / max of a set of durations.
@@ -490,46 +492,8 @@ impl BenchReport {
                     });
                 }
             }
-            // 2b. The fast path's goal: ARP outage median <= 150 ms, max <=
-            // 250 ms in crash, freeze and link cut; takeover reported beside.
-            if imp.failover_bound == Some(target::FAST_PATH_BOUND) {
-                for scenario in target::FAILOVER_SCENARIOS {
-                    let Some(s) = self.get(&imp.label, scenario) else {
-                        continue;
-                    };
-                    let mut problems = Vec::new();
-                    match s.arp {
-                        Some(st) => {
-                            if st.median > target::FAST_PATH_MEDIAN {
-                                problems.push(format!("ARP median {}", fmt_ms(st.median)));
-                            }
-                            if st.max > target::FAST_PATH_MAX {
-                                problems.push(format!("ARP max {}", fmt_ms(st.max)));
-                            }
-                        }
-                        None => problems.push("no ARP outage measured".to_owned()),
-                    }
-                    let facts = format!(
-                        "ARP {}, takeover {}",
-                        fmt_stats(s.arp),
-                        fmt_stats(s.takeover)
-                    );
-                    out.push(TargetResult {
-                        name: format!(
-                            "{}: {scenario} ARP outage median <= {} and max <= {} (issue 10)",
-                            imp.label,
-                            fmt_ms(target::FAST_PATH_MEDIAN),
-                            fmt_ms(target::FAST_PATH_MAX)
-                        ),
-                        pass: problems.is_empty(),
-                        detail: if problems.is_empty() {
-                            facts
-                        } else {
-                            format!("{}; {facts}", problems.join("; "))
-                        },
-                    });
-                }
-            }
+            // 2b. The fast path's goal (issue 10).
+            out.extend(fast_path::targets(self, imp));
             // 3. No split brain, in any scenario or run.
             let sums: Vec<&ScenarioSummary> = self
                 .summary
