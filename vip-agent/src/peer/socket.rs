@@ -64,17 +64,21 @@ pub fn spawn(
 pub const RT_PRIORITY: i32 = 10;
 
 fn realtime() {
-    let param = libc::sched_param {
-        sched_priority: RT_PRIORITY,
+    // pthread_setschedparam, not sched_setscheduler: musl (the image) stubs
+    // the latter out with ENOSYS.
+    // SAFETY: sched_param is plain integers (musl adds a few to glibc's one),
+    // so all-zero is a valid value; the call changes only this thread's
+    // policy and reads `param` during the call.
+    let r = unsafe {
+        let mut param: libc::sched_param = std::mem::zeroed();
+        param.sched_priority = RT_PRIORITY;
+        libc::pthread_setschedparam(libc::pthread_self(), libc::SCHED_FIFO, &param)
     };
-    // SAFETY: sched_setscheduler(0, ...) changes only the calling thread's
-    // policy; `param` is a valid, initialised sched_param for the call.
-    let r = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
     if r == 0 {
         debug!(priority = RT_PRIORITY, "peer thread runs SCHED_FIFO");
     } else {
         warn!(
-            error = %std::io::Error::last_os_error(),
+            error = %std::io::Error::from_raw_os_error(r),
             "peer thread at normal priority (SCHED_FIFO refused: grant CAP_SYS_NICE); under CPU \
              pressure heartbeats may be late and members take over spuriously"
         );
